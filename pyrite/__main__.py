@@ -1,0 +1,5 @@
+"""`python -m pyrite` runs the CLI."""
+
+from pyrite.cli import main
+
+main()

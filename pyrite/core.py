@@ -1,0 +1,27 @@
+"""Pyrite: the one object every front end holds (settings, database and the services)."""
+
+from __future__ import annotations
+
+from pyrite.config import Settings
+from pyrite.embedders import Embedder
+from pyrite.services.embedding_service import EmbeddingService
+from pyrite.services.kb_service import KBService
+from pyrite.services.search_service import SearchService
+from pyrite.storage.db import Database
+
+
+class Pyrite:
+    """A pyrite home opened for use: the index database plus the KB, search and embedding services."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 autocheckpoint: bool = True) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_path, autocheckpoint=autocheckpoint)
+        self.embedding = EmbeddingService(self.db, settings, embedder)
+        self.kbs = KBService(self.db, settings, after_write=self.embedding.after_write)
+        self.search = SearchService(self.db, self.embedding)
+
+    def close(self) -> None:
+        """Close every database connection."""
+        self.db.close()

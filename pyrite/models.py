@@ -1,0 +1,85 @@
+"""The records pyrite passes around: entries, KBs and embedding statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class EmbedStatus(str, Enum):
+    """An entry's embedding state: the status column of its embed_queue row."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+EMBED_STATUSES: tuple[str, ...] = tuple(s.value for s in EmbedStatus)
+
+
+@dataclass
+class KB:
+    """A knowledge base: a named folder of markdown files."""
+
+    name: str
+    path: str
+    created: str
+    entries: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "path": self.path, "created": self.created}
+        if self.entries is not None:
+            out["entries"] = self.entries
+        return out
+
+
+@dataclass
+class Entry:
+    """One markdown file of a KB, as indexed."""
+
+    kb: str
+    id: str
+    title: str
+    body: str = ""
+    type: str = "note"
+    tags: list[str] = field(default_factory=list)
+    created: str = ""
+    updated: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+    embedding_status: str | None = None
+    embedding_error: str | None = None
+
+    def embed_text(self) -> str:
+        """The text the embedding model sees: title and body."""
+        return embed_text(self.title, self.body)
+
+    def to_dict(self, *, with_body: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kb": self.kb,
+            "title": self.title,
+            "type": self.type,
+            "tags": list(self.tags),
+            "created": self.created,
+            "updated": self.updated,
+            "meta": dict(self.meta),
+            "path": self.path,
+            "embedding_status": self.embedding_status,
+        }
+        if self.embedding_error:
+            out["embedding_error"] = self.embedding_error
+        if with_body:
+            out["body"] = self.body
+        return out
+
+
+def embed_text(title: str, body: str) -> str:
+    """Title and body joined as the model sees them; blank when both are blank."""
+    title, body = title.strip(), body.strip()
+    if title and body:
+        return f"{title}\n\n{body}"
+    return title or body

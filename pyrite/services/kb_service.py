@@ -1,0 +1,455 @@
+"""KBs and entries: every write is the markdown file plus one index transaction (row, FTS, queue, event)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from pyrite.config import Settings
+from pyrite.errors import ConflictError, NotFoundError, ValidationError
+from pyrite.models import KB, Entry, embed_text
+from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
+from pyrite.storage import events, files, queue, vectors
+from pyrite.storage.db import Database
+
+TITLE_MAX = 500
+TAG_MAX = 100
+TYPE_MAX = 64
+_ENTRY_COLUMNS = (
+    "e.rowid, e.kb, e.id, e.title, e.body, e.type, e.tags, e.meta, e.created, e.updated, e.path, "
+    "q.status, q.error"
+)
+# Called after each committed write with the rowids whose embedding work was queued.
+AfterWrite = Callable[[Sequence[int], bool], None]
+
+
+def now_iso() -> str:
+    """The current UTC time as YYYY-MM-DDTHH:MM:SSZ."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def text_hash(title: str, body: str) -> str:
+    """Hash of the text the model sees: what the embed queue compares."""
+    return files.content_hash(embed_text(title, body).encode("utf-8"))
+
+
+@dataclass
+class IndexReport:
+    """What an index build or sync changed."""
+
+    kb: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    queued: int = 0
+    errors: list[str] = field(default_factory=list)
+    rowids: list[int] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kb": self.kb, "added": self.added, "updated": self.updated, "removed": self.removed,
+                "unchanged": self.unchanged, "queued": self.queued, "errors": list(self.errors)}
+
+
+def _check_title(title: Any) -> str:
+    if not isinstance(title, str) or not title.strip():
+        raise ValidationError("title must be a non-empty string")
+    if len(title) > TITLE_MAX or "\n" in title or "\r" in title or "\x00" in title:
+        raise ValidationError(f"title must be one line of at most {TITLE_MAX} characters")
+    return title.strip()
+
+
+def _check_body(body: Any) -> str:
+    if not isinstance(body, str):
+        raise ValidationError("body must be a string")
+    if "\x00" in body:
+        raise ValidationError("body must not contain NUL characters")
+    return body
+
+
+def _check_tags(tags: Any) -> list[str]:
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+        raise ValidationError("tags must be a list of strings")
+    out: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValidationError("each tag must be a non-empty string")
+        tag = tag.strip()
+        if len(tag) > TAG_MAX or any(c in tag for c in "\n\r\x00"):
+            raise ValidationError(f"tag {tag[:40]!r} must be one line of at most {TAG_MAX} characters")
+        if tag not in out:
+            out.append(tag)
+    return out
+
+
+def _check_type(kind: Any) -> str:
+    if not isinstance(kind, str) or not kind or len(kind) > TYPE_MAX or not is_entry_id(kind):
+        raise ValidationError(f"type must be 1 to {TYPE_MAX} letters, digits, '-' or '_'")
+    return kind
+
+
+def _check_meta(meta: Any) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise ValidationError("meta must be a mapping of key: value")
+    for key in meta:
+        if not isinstance(key, str) or not key or key in files.RESERVED_KEYS:
+            raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError):
+        raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
+    return dict(meta)
+
+
+def _frontmatter(entry: Entry) -> dict[str, Any]:
+    front: dict[str, Any] = {"id": entry.id, "title": entry.title, "type": entry.type, "tags": list(entry.tags),
+                             "created": entry.created, "updated": entry.updated}
+    front.update(entry.meta)
+    return front
+
+
+def _entry_from_row(row: Any) -> Entry:
+    return Entry(kb=row[1], id=row[2], title=row[3], body=row[4], type=row[5], tags=json.loads(row[6]),
+                 meta=json.loads(row[7]), created=row[8], updated=row[9], path=row[10],
+                 embedding_status=row[11], embedding_error=row[12])
+
+
+class KBService:
+    """The KB and entry operations every front end uses; holds no front-end logic."""
+
+    def __init__(self, db: Database, settings: Settings, after_write: AfterWrite | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.after_write = after_write
+        # Which vector space counts as "already embedded"; empty when embedding is off.
+        self.model_id = settings.model_id if db.vec_available else ""
+
+    # -- KBs ---------------------------------------------------------------
+
+    def create_kb(self, name: str, path: str | Path | None = None) -> KB:
+        """Register a KB folder (created if missing, default $PYRITE_HOME/kbs/NAME); files are never touched."""
+        check_kb_name(name)
+        if path is not None and (not str(path).strip() or "\x00" in str(path)):
+            raise ValidationError("KB path must be a non-empty folder path")
+        folder = Path(path).expanduser().resolve() if path is not None else self.settings.kbs_dir / name
+        if folder.exists() and not folder.is_dir():
+            raise ValidationError(f"{folder} exists and is not a folder")
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
+                raise ConflictError(f"KB {name!r} exists already")
+            other = conn.execute("SELECT name FROM kbs WHERE path = ?", (str(folder),)).fetchone()
+            if other:
+                raise ConflictError(f"{folder} is already the folder of KB {other[0]!r}")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValidationError(f"cannot create {folder}: {exc.strerror}") from None
+            kb = KB(name=name, path=str(folder), created=now_iso(), entries=0)
+            conn.execute("INSERT INTO kbs (name, path, created) VALUES (?, ?, ?)", (kb.name, kb.path, kb.created))
+        return kb
+
+    def get_kb(self, name: str) -> KB:
+        """The KB called name, or NotFoundError."""
+        check_kb_name(name)
+        row = self.db.query("SELECT name, path, created FROM kbs WHERE name = ?", (name,))
+        if not row:
+            raise NotFoundError(f"no KB named {name!r} (see `pyrite kb list`)")
+        return KB(*row[0])
+
+    def list_kbs(self) -> list[KB]:
+        """Every KB with its entry count, by name."""
+        rows = self.db.query(
+            "SELECT k.name, k.path, k.created, (SELECT count(*) FROM entries e WHERE e.kb = k.name) "
+            "FROM kbs k ORDER BY k.name"
+        )
+        return [KB(*r) for r in rows]
+
+    def remove_kb(self, name: str) -> KB:
+        """Drop a KB and its index rows and vectors; its folder and files stay untouched."""
+        kb = self.get_kb(name)
+        with self.db.write() as conn:
+            rowids = [r[0] for r in conn.execute("SELECT rowid FROM entries WHERE kb = ?", (name,))]
+            vectors.delete_entries(conn, rowids)
+            conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
+            conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
+            conn.execute("DELETE FROM kbs WHERE name = ?", (name,))
+        return kb
+
+    # -- entries -------------------------------------------------------------
+
+    def create_entry(self, kb: str, title: str, body: str = "", *, tags: Iterable[str] = (),
+                     type: str = "note", meta: dict[str, Any] | None = None, embed: bool = True) -> Entry:
+        """Write a new entry file named after a slug of its title (suffixed -2, -3 on clash) and index it."""
+        title, body = _check_title(title), _check_body(body)
+        tag_list, kind, extra = _check_tags(list(tags)), _check_type(type), _check_meta(meta)
+        folder = Path(self.get_kb(kb).path)
+        stamp = now_iso()
+        entry = Entry(kb=kb, id="", title=title, body=body, type=kind, tags=tag_list,
+                      created=stamp, updated=stamp, meta=extra)
+        slug = slugify(title)
+        written: Path | None = None
+        try:
+            with self.db.write() as conn:
+                for n in range(1, 10_000):
+                    entry.id = with_suffix(slug, n)
+                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?", (kb, entry.id)).fetchone():
+                        continue
+                    path = folder / f"{entry.id}.md"
+                    data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
+                    try:
+                        st = files.write_atomic(path, data, exclusive=True)
+                    except FileExistsError:
+                        continue  # a file not (yet) indexed holds this name: never overwrite it
+                    written = path
+                    break
+                else:
+                    raise ConflictError(f"too many entries named like {slug!r}")
+                entry.path = path.name
+                rowid = self._put_row(conn, entry, data, st, "entry_created")
+        except BaseException:
+            if written is not None:
+                written.unlink(missing_ok=True)
+            raise
+        self._after_write([rowid], embed)
+        return self.get_entry(kb, entry.id)
+
+    def get_entry(self, kb: str, entry_id: str) -> Entry:
+        """The indexed entry, with its embedding status, or NotFoundError."""
+        check_kb_name(kb)
+        check_entry_id(entry_id)
+        rows = self.db.query(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries e LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid "
+            "WHERE e.kb = ? AND e.id = ?", (kb, entry_id))
+        if not rows:
+            self.get_kb(kb)
+            raise NotFoundError(f"no entry {entry_id!r} in KB {kb!r}")
+        return _entry_from_row(rows[0])
+
+    def update_entry(self, kb: str, entry_id: str, *, title: str | None = None, body: str | None = None,
+                     tags: Iterable[str] | None = None, type: str | None = None,
+                     meta: dict[str, Any] | None = None, embed: bool = True) -> Entry:
+        """Change the given fields (meta merges; a None value drops a key), keeping every other frontmatter key."""
+        current = self.get_entry(kb, entry_id)
+        folder = Path(self.get_kb(kb).path)
+        path = folder / current.path
+        changes = {
+            "title": None if title is None else _check_title(title),
+            "body": None if body is None else _check_body(body),
+            "tags": None if tags is None else _check_tags(list(tags)),
+            "type": None if type is None else _check_type(type),
+        }
+        meta_changes = None if meta is None else _check_meta({k: v for k, v in meta.items() if v is not None}
+                                                             ) | {k: None for k, v in meta.items() if v is None}
+        with self.db.write() as conn:
+            try:
+                old = path.read_bytes()
+            except FileNotFoundError:
+                raise NotFoundError(
+                    f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
+                ) from None
+            # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
+            entry = self._entry_from_file(kb, entry_id, path.name, old, path.stat())
+            entry.created = entry.created or current.created
+            for key, value in changes.items():
+                if value is not None:
+                    setattr(entry, key, value)
+            if meta_changes:
+                for key, value in meta_changes.items():
+                    if value is None:
+                        entry.meta.pop(key, None)
+                    else:
+                        entry.meta[key] = value
+            entry.updated = now_iso()
+            data = files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
+            st = files.write_atomic(path, data)
+            try:
+                rowid = self._put_row(conn, entry, data, st, "entry_updated")
+            except BaseException:
+                files.write_atomic(path, old)
+                raise
+        self._after_write([rowid], embed)
+        return self.get_entry(kb, entry_id)
+
+    def delete_entry(self, kb: str, entry_id: str) -> None:
+        """Remove the entry's file, index row, vectors and queue row together."""
+        current = self.get_entry(kb, entry_id)
+        path = Path(self.get_kb(kb).path) / current.path
+        # Move the file aside first, so a failed commit can put it back.
+        aside = path.with_name(f".{path.name}.deleting")
+        with self.db.write() as conn:
+            moved = False
+            try:
+                os.replace(path, aside)
+                moved = True
+            except FileNotFoundError:
+                pass
+            try:
+                self._delete_rows(conn, kb, [entry_id])
+            except BaseException:
+                if moved:
+                    os.replace(aside, path)
+                raise
+        if moved:
+            aside.unlink(missing_ok=True)
+
+    def list_entries(self, kb: str, *, limit: int | None = None, offset: int = 0) -> list[Entry]:
+        """Entries of a KB, most recently updated first."""
+        self.get_kb(kb)
+        sql = (f"SELECT {_ENTRY_COLUMNS} FROM entries e LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid "
+               "WHERE e.kb = ? ORDER BY e.updated DESC, e.id LIMIT ? OFFSET ?")
+        rows = self.db.query(sql, (kb, -1 if limit is None else int(limit), max(0, int(offset))))
+        return [_entry_from_row(r) for r in rows]
+
+    def entry_ids(self, rowids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """rowid -> (kb, id) for the given rowids that exist."""
+        out: dict[int, tuple[str, str]] = {}
+        ids = [int(r) for r in rowids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self.db.query(
+                f"SELECT rowid, kb, id FROM entries WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            out.update({r[0]: (r[1], r[2]) for r in rows})
+        return out
+
+    # -- index build and sync ------------------------------------------------
+
+    def build(self, kb: str, *, force: bool = False, batch: int = 500) -> IndexReport:
+        """Read every markdown file of the KB and bring the index in line (force: rewrite unchanged rows too)."""
+        return self._reconcile(kb, read_all=True, force=force, batch=batch)
+
+    def sync(self, kb: str, *, batch: int = 500) -> IndexReport:
+        """Index files added, edited or removed outside pyrite; reads only files whose size or mtime moved."""
+        return self._reconcile(kb, read_all=False, force=False, batch=batch)
+
+    def _reconcile(self, kb: str, *, read_all: bool, force: bool, batch: int) -> IndexReport:
+        folder = Path(self.get_kb(kb).path)
+        report = IndexReport(kb=kb)
+        known = {r[0]: (r[1], r[2], r[3], r[4]) for r in self.db.query(
+            "SELECT id, file_mtime_ns, file_size, file_hash, path FROM entries WHERE kb = ?", (kb,))}
+        seen: set[str] = set()
+        todo: list[tuple[str, Path, os.stat_result]] = []
+        try:
+            scan = list(os.scandir(folder))
+        except OSError as exc:
+            raise ValidationError(f"cannot read KB folder {folder}: {exc.strerror}") from None
+        for item in scan:
+            if not item.name.endswith(".md") or item.name.startswith(".") or not item.is_file():
+                continue
+            entry_id = item.name[:-3]
+            if not is_entry_id(entry_id):
+                report.errors.append(f"{item.name}: skipped, the name is not a valid entry id")
+                continue
+            seen.add(entry_id)
+            st = item.stat()
+            old = known.get(entry_id)
+            if old is None or read_all or old[0] != st.st_mtime_ns or old[1] != st.st_size:
+                todo.append((entry_id, Path(item.path), st))
+            else:
+                report.unchanged += 1
+        gone = [entry_id for entry_id in known if entry_id not in seen]
+        for start in range(0, len(todo), batch):
+            self._index_files(kb, todo[start:start + batch], known, force, report)
+        for start in range(0, len(gone), batch):
+            with self.db.write() as conn:
+                self._delete_rows(conn, kb, gone[start:start + batch])
+            report.removed += len(gone[start:start + batch])
+        return report
+
+    def _index_files(self, kb: str, todo: list[tuple[str, Path, os.stat_result]],
+                     known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport) -> None:
+        parsed: list[tuple[Entry, bytes, os.stat_result, bool]] = []
+        for entry_id, path, st in todo:
+            try:
+                data = path.read_bytes()
+                entry = self._entry_from_file(kb, entry_id, path.name, data, st)
+            except (OSError, UnicodeDecodeError, ValidationError) as exc:
+                report.errors.append(f"{path.name}: skipped, {exc}")
+                continue
+            old = known.get(entry_id)
+            same = old is not None and old[2] == files.content_hash(data)
+            parsed.append((entry, data, st, same))
+        with self.db.write() as conn:
+            for entry, data, st, same in parsed:
+                if same and not force:
+                    conn.execute("UPDATE entries SET file_mtime_ns = ?, file_size = ? WHERE kb = ? AND id = ?",
+                                 (st.st_mtime_ns, st.st_size, kb, entry.id))
+                    report.unchanged += 1
+                    continue
+                is_new = entry.id not in known
+                rowid = self._put_row(conn, entry, data, st, "entry_created" if is_new else "entry_updated")
+                report.rowids.append(rowid)
+                if is_new:
+                    report.added += 1
+                else:
+                    report.updated += 1
+        report.queued = len(report.rowids)
+
+    def _entry_from_file(self, kb: str, entry_id: str, name: str, data: bytes, st: os.stat_result) -> Entry:
+        front, body = files.parse_markdown(data.decode("utf-8"))
+        mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        title = front.pop("title", None)
+        if not isinstance(title, str) or not title.strip():
+            title = next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), "") or entry_id
+        tags = front.pop("tags", None) or []
+        if isinstance(tags, str):
+            tags = [t for t in (s.strip() for s in tags.split(",")) if t]
+        kind = front.pop("type", None)
+        front.pop("id", None)  # the file name is the id
+        created, updated = front.pop("created", None), front.pop("updated", None)
+        return Entry(
+            kb=kb, id=entry_id, title=" ".join(str(title).split())[:TITLE_MAX], body=body,
+            type=kind if isinstance(kind, str) and is_entry_id(kind) else "note",
+            tags=[str(t).strip() for t in tags if str(t).strip()] if isinstance(tags, list) else [],
+            created=str(created) if created else mtime, updated=str(updated) if updated else mtime,
+            meta=json.loads(json.dumps(front, default=str)), path=name,
+        )
+
+    # -- the one write transaction --------------------------------------------
+
+    def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str) -> int:
+        """Upsert the entries row (FTS follows by trigger), its queue row and an event; return the rowid."""
+        conn.execute(
+            """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
+                                    file_hash, file_mtime_ns, file_size)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (kb, id) DO UPDATE SET title = excluded.title, body = excluded.body,
+                 type = excluded.type, tags = excluded.tags, meta = excluded.meta,
+                 created = excluded.created, updated = excluded.updated, path = excluded.path,
+                 file_hash = excluded.file_hash, file_mtime_ns = excluded.file_mtime_ns,
+                 file_size = excluded.file_size""",
+            (entry.kb, entry.id, entry.title, entry.body, entry.type,
+             json.dumps(entry.tags, ensure_ascii=False), json.dumps(entry.meta, ensure_ascii=False),
+             entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
+        )
+        rowid = conn.execute("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (entry.kb, entry.id)).fetchone()[0]
+        now = time.time()
+        if self.model_id:
+            text = embed_text(entry.title, entry.body)
+            status = queue.upsert(conn, rowid, entry.kb, files.content_hash(text.encode("utf-8")),
+                                  blank=not text, model=self.model_id, now=now)
+            if status == "skipped":
+                vectors.delete_entries(conn, [rowid])
+        events.append(conn, event, kb=entry.kb, entry_id=entry.id, now=now)
+        return rowid
+
+    def _delete_rows(self, conn: Any, kb: str, entry_ids: Sequence[str]) -> None:
+        now = time.time()
+        for entry_id in entry_ids:
+            row = conn.execute("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (kb, entry_id)).fetchone()
+            if row is None:
+                continue
+            vectors.delete_entries(conn, [row[0]])
+            queue.delete(conn, [row[0]])
+            conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
+            events.append(conn, "entry_deleted", kb=kb, entry_id=entry_id, now=now)
+
+    def _after_write(self, rowids: Sequence[int], embed: bool) -> None:
+        if self.after_write is not None and self.model_id:
+            self.after_write(rowids, embed)

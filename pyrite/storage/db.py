@@ -1,0 +1,163 @@
+"""The one place that opens SQLite: driver choice, pragmas, sqlite-vec, write transactions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+try:  # A driver that can load extensions; the stdlib one often cannot.
+    import pysqlite3.dbapi2 as sqlite3  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the platform
+    import sqlite3  # type: ignore[no-redef]
+
+try:
+    import sqlite_vec  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the install
+    sqlite_vec = None
+
+from pyrite.errors import ConfigError
+from pyrite.storage.migrations import migrate as run_migrations
+
+Connection = sqlite3.Connection
+OperationalError = sqlite3.OperationalError
+IntegrityError = sqlite3.IntegrityError
+# How long a writer waits for the lock before SQLite gives up; far above any
+# transaction pyrite holds, so "database is locked" never reaches a caller.
+BUSY_TIMEOUT_MS = 30_000
+VEC_HELP = (
+    "semantic search needs the sqlite-vec extension and an SQLite driver that can load it: "
+    "pip install sqlite-vec pysqlite3-binary (Linux), or use a Python whose sqlite3 "
+    "allows load_extension; keyword search works without it"
+)
+
+
+def _probe_vec() -> str | None:
+    """None if sqlite-vec loads in this driver, else the reason it does not."""
+    if sqlite_vec is None:
+        return "the sqlite-vec package is not installed"
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.enable_load_extension(True)
+        sqlite_vec.load(conn)
+        conn.enable_load_extension(False)
+        conn.execute("select vec_version()")
+    except (AttributeError, sqlite3.Error) as exc:
+        return f"this SQLite driver cannot load extensions ({exc})"
+    finally:
+        conn.close()
+    return None
+
+
+_VEC_PROBLEM: str | None = _probe_vec()
+
+
+class Database:
+    """An SQLite index file: per-thread connections, migrations applied once, short write transactions."""
+
+    def __init__(self, path: Path | str, *, autocheckpoint: bool = True, migrate: bool = True) -> None:
+        self.path = Path(path)
+        self.autocheckpoint = autocheckpoint
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+        if migrate:
+            with self.write() as conn:
+                run_migrations(conn)
+
+    @property
+    def vec_available(self) -> bool:
+        """True when sqlite-vec is loaded into this database's connections."""
+        return _VEC_PROBLEM is None
+
+    @property
+    def vec_problem(self) -> str | None:
+        """Why vectors are unavailable, with how to fix it; None when they work."""
+        return None if _VEC_PROBLEM is None else f"{_VEC_PROBLEM}; {VEC_HELP}"
+
+    def connect(self) -> Connection:
+        """A new connection with pyrite's pragmas, in autocommit mode (transactions are explicit)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open {self.path}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._set_wal(conn)
+        conn.execute("pragma synchronous = NORMAL")
+        conn.execute("pragma foreign_keys = ON")
+        # Long-running processes checkpoint from their worker instead of inside a user's commit.
+        conn.execute(f"pragma wal_autocheckpoint = {1000 if self.autocheckpoint else 0}")
+        if _VEC_PROBLEM is None:
+            conn.enable_load_extension(True)
+            sqlite_vec.load(conn)
+            conn.enable_load_extension(False)
+        return conn
+
+    @staticmethod
+    def _set_wal(conn: Connection) -> None:
+        # Switching to WAL needs a moment of exclusive access; retry while another opener holds it.
+        for _ in range(50):
+            try:
+                conn.execute("pragma journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                time.sleep(0.05)
+        conn.execute("pragma journal_mode = WAL")
+
+    @property
+    def conn(self) -> Connection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A BEGIN IMMEDIATE transaction on this thread's connection: commit on success, else roll back."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[Any]:
+        """Rows of one read statement on this thread's connection."""
+        return self.conn.execute(sql, params).fetchall()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the main file without blocking readers or writers."""
+        self.conn.execute("pragma wal_checkpoint(PASSIVE)")
+
+    def close_thread(self) -> None:
+        """Close this thread's connection (call before a thread that used the database ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        """Close every connection this object opened, in any thread."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()

@@ -1,0 +1,150 @@
+"""Named schema migrations, applied in order, each once, inside the caller's write transaction."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+try:
+    from pysqlite3.dbapi2 import complete_statement  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    from sqlite3 import complete_statement
+
+MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = []
+
+
+def migration(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register fn as the next migration, named after the function."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def run_script(conn: Any, script: str) -> None:
+    """Execute each statement of script in the open transaction (executescript would commit it)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if pending.strip() and complete_statement(pending):
+            conn.execute(pending)
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending[:80]!r}")
+
+
+@migration
+def m001_core(conn: Any) -> None:
+    run_script(conn, 
+        """
+        CREATE TABLE kbs (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        -- AUTOINCREMENT: a deleted entry's rowid is never reused, so a late
+        -- worker can never attach vectors to a different entry.
+        CREATE TABLE entries (
+            rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+            kb TEXT NOT NULL REFERENCES kbs(name) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            type TEXT NOT NULL DEFAULT 'note',
+            tags TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            path TEXT NOT NULL,
+            file_hash TEXT NOT NULL,
+            file_mtime_ns INTEGER NOT NULL,
+            file_size INTEGER NOT NULL,
+            UNIQUE (kb, id)
+        );
+        CREATE VIRTUAL TABLE entries_fts USING fts5(
+            title, body, tags,
+            content='entries', content_rowid='rowid',
+            tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER entries_ai AFTER INSERT ON entries BEGIN
+            INSERT INTO entries_fts(rowid, title, body, tags)
+            VALUES (new.rowid, new.title, new.body, new.tags);
+        END;
+        CREATE TRIGGER entries_ad AFTER DELETE ON entries BEGIN
+            INSERT INTO entries_fts(entries_fts, rowid, title, body, tags)
+            VALUES ('delete', old.rowid, old.title, old.body, old.tags);
+        END;
+        CREATE TRIGGER entries_au AFTER UPDATE OF title, body, tags ON entries BEGIN
+            INSERT INTO entries_fts(entries_fts, rowid, title, body, tags)
+            VALUES ('delete', old.rowid, old.title, old.body, old.tags);
+            INSERT INTO entries_fts(rowid, title, body, tags)
+            VALUES (new.rowid, new.title, new.body, new.tags);
+        END;
+
+        -- One row per entry: its embedding status (see docs/embedding.md).
+        CREATE TABLE embed_queue (
+            entry_rowid INTEGER PRIMARY KEY REFERENCES entries(rowid) ON DELETE CASCADE,
+            kb TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'done', 'failed', 'skipped')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            model TEXT,
+            queued_at REAL NOT NULL,
+            run_after REAL NOT NULL,
+            lease_owner TEXT,
+            lease_expires_at REAL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX embed_queue_pending ON embed_queue (queued_at) WHERE status = 'pending';
+        CREATE INDEX embed_queue_leases ON embed_queue (lease_expires_at) WHERE status = 'processing';
+        CREATE INDEX embed_queue_kb_status ON embed_queue (kb, status);
+
+        -- A chunk of an entry's text and the model that embedded it; its id is the
+        -- rowid of its vector in the vec0 table of its dimension.
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            entry_rowid INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL
+        );
+        CREATE INDEX chunks_entry ON chunks (entry_rowid);
+        CREATE INDEX chunks_model ON chunks (model);
+
+        CREATE TABLE workers (
+            id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            started REAL NOT NULL,
+            heartbeat REAL NOT NULL,
+            model TEXT
+        );
+
+        -- Append-only log that front ends tail: monotonic id, pruned by age.
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            type TEXT NOT NULL,
+            kb TEXT,
+            entry_id TEXT,
+            model TEXT,
+            error TEXT,
+            created REAL NOT NULL
+        );
+        CREATE INDEX events_created ON events (created);
+        """
+    )
+
+
+def migrate(conn: Any) -> list[str]:
+    """Apply the migrations not yet recorded; return their names. Call inside a write transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    applied: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        fn(conn)
+        conn.execute("INSERT INTO migrations (name, applied) VALUES (?, julianday('now'))", (name,))
+        applied.append(name)
+    return applied

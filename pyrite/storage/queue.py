@@ -1,0 +1,252 @@
+"""The embed_queue contract: every state change of an entry's embedding, written once.
+
+Each function runs inside the caller's transaction (`Database.write()`), except
+`claim`, which opens its own short BEGIN IMMEDIATE transaction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from pyrite.models import EMBED_STATUSES
+
+# Statuses whose work is already in hand or finished for an unchanged text.
+_KEEP_IF_SAME_HASH = ("pending", "processing", "skipped")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One queue row reserved by a worker: what to embed and the guard for completing it."""
+
+    entry_rowid: int
+    kb: str
+    content_hash: str
+    attempts: int
+    owner: str
+
+
+def upsert(conn: Any, entry_rowid: int, kb: str, content_hash: str, *, blank: bool, model: str, now: float) -> str:
+    """Record that an entry's text is content_hash; return the resulting status.
+
+    Unchanged text already embedded with `model`, or already in hand, queues
+    nothing. A changed text supersedes any pending or in-flight work: the
+    lease is dropped, so a late completion of the older text is discarded.
+    """
+    row = conn.execute(
+        "SELECT content_hash, status, model FROM embed_queue WHERE entry_rowid = ?", (entry_rowid,)
+    ).fetchone()
+    if row is not None and row[0] == content_hash:
+        if row[1] in _KEEP_IF_SAME_HASH or (row[1] == "done" and row[2] == model):
+            return row[1]
+    status = "skipped" if blank else "pending"
+    conn.execute(
+        """
+        INSERT INTO embed_queue (entry_rowid, kb, content_hash, status, attempts, error, model,
+                                 queued_at, run_after, lease_owner, lease_expires_at, updated_at)
+        VALUES (?, ?, ?, ?, 0, NULL, NULL, ?, ?, NULL, NULL, ?)
+        ON CONFLICT (entry_rowid) DO UPDATE SET
+            kb = excluded.kb, content_hash = excluded.content_hash, status = excluded.status,
+            attempts = 0, error = NULL, model = NULL, queued_at = excluded.queued_at,
+            run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL,
+            updated_at = excluded.updated_at
+        """,
+        (entry_rowid, kb, content_hash, status, now, now, now),
+    )
+    return status
+
+
+def claim(
+    conn: Any,
+    owner: str,
+    *,
+    limit: int,
+    lease: float,
+    now: float,
+    kb: str | None = None,
+    rowids: Sequence[int] | None = None,
+) -> list[Claim]:
+    """Reserve up to `limit` due items (pending and due, or processing with an expired lease) in one short transaction.
+
+    The attempt is counted here, so an item that kills its worker every time
+    still ends as failed. `rowids` restricts the claim to those entries.
+    """
+    extra = ""
+    params: dict[str, Any] = {"owner": owner, "expires": now + lease, "now": now, "limit": limit}
+    if kb is not None:
+        extra += " AND kb = :kb"
+        params["kb"] = kb
+    if rowids is not None:
+        ids = [int(r) for r in rowids]
+        if not ids:
+            return []
+        extra += f" AND entry_rowid IN ({','.join(str(i) for i in ids)})"
+    # Two index-backed halves (the partial indexes on pending and on leases),
+    # so a claim costs the same at 100 or 100,000 queued items.
+    sql = f"""
+        UPDATE embed_queue
+        SET status = 'processing', lease_owner = :owner, lease_expires_at = :expires,
+            attempts = attempts + 1, updated_at = :now
+        WHERE entry_rowid IN (
+            SELECT entry_rowid FROM (
+                SELECT entry_rowid, queued_at FROM embed_queue
+                WHERE status = 'processing' AND lease_expires_at <= :now{extra}
+                UNION ALL
+                SELECT * FROM (
+                    SELECT entry_rowid, queued_at FROM embed_queue
+                    WHERE status = 'pending' AND run_after <= :now{extra}
+                    ORDER BY queued_at LIMIT :limit)
+            ) ORDER BY queued_at LIMIT :limit
+        )
+        RETURNING entry_rowid, kb, content_hash, attempts
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return [Claim(r[0], r[1], r[2], r[3], owner) for r in rows]
+
+
+_GUARD = "entry_rowid = ? AND status = 'processing' AND lease_owner = ? AND content_hash = ?"
+
+
+def complete(conn: Any, item: Claim, *, model: str, now: float) -> bool:
+    """Mark item done if it is still ours and its text unchanged; False means discard the result."""
+    cur = conn.execute(
+        f"""UPDATE embed_queue SET status = 'done', model = ?, error = NULL, lease_owner = NULL,
+            lease_expires_at = NULL, updated_at = ? WHERE {_GUARD}""",
+        (model, now, item.entry_rowid, item.owner, item.content_hash),
+    )
+    return cur.rowcount == 1
+
+
+def skip(conn: Any, item: Claim, *, now: float) -> bool:
+    """Mark item skipped (nothing to embed) if it is still ours."""
+    cur = conn.execute(
+        f"""UPDATE embed_queue SET status = 'skipped', error = NULL, lease_owner = NULL,
+            lease_expires_at = NULL, updated_at = ? WHERE {_GUARD}""",
+        (now, item.entry_rowid, item.owner, item.content_hash),
+    )
+    return cur.rowcount == 1
+
+
+def backoff(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the given number of failed attempts: base*2^(n-1), capped, jittered into [d/2, d]."""
+    exponent = min(max(attempts, 1) - 1, 62)
+    delay = min(cap, base * (2.0 ** exponent))
+    return delay * (0.5 + 0.5 * (rng or random).random())
+
+
+def fail(conn: Any, item: Claim, error: str, *, max_attempts: int, retry_at: float, now: float) -> str | None:
+    """Record a failed attempt: pending again at retry_at while attempts remain, else failed.
+
+    Return the new status, or None if the item is no longer ours.
+    """
+    status = "failed" if item.attempts >= max_attempts else "pending"
+    cur = conn.execute(
+        f"""UPDATE embed_queue SET status = ?, error = ?, run_after = ?, lease_owner = NULL,
+            lease_expires_at = NULL, updated_at = ? WHERE {_GUARD}""",
+        (status, error[:2000], retry_at, now, item.entry_rowid, item.owner, item.content_hash),
+    )
+    return status if cur.rowcount == 1 else None
+
+
+def release(conn: Any, items: Iterable[Claim], *, now: float, run_after: float | None = None, error: str | None = None) -> int:
+    """Give claimed items back untouched: pending again, their attempt returned. Return how many."""
+    count = 0
+    for item in items:
+        cur = conn.execute(
+            f"""UPDATE embed_queue SET status = 'pending', attempts = max(attempts - 1, 0),
+                lease_owner = NULL, lease_expires_at = NULL, run_after = ?, updated_at = ?,
+                error = coalesce(?, error) WHERE {_GUARD}""",
+            (run_after if run_after is not None else now, now, error,
+             item.entry_rowid, item.owner, item.content_hash),
+        )
+        count += cur.rowcount
+    return count
+
+
+def renew(conn: Any, owner: str, *, lease: float, now: float) -> int:
+    """Extend every lease owner holds; return how many."""
+    cur = conn.execute(
+        "UPDATE embed_queue SET lease_expires_at = ? WHERE status = 'processing' AND lease_owner = ?",
+        (now + lease, owner),
+    )
+    return cur.rowcount
+
+
+def delete(conn: Any, entry_rowids: Sequence[int]) -> None:
+    """Drop the queue rows of deleted entries."""
+    conn.executemany("DELETE FROM embed_queue WHERE entry_rowid = ?", [(r,) for r in entry_rowids])
+
+
+def requeue(
+    conn: Any,
+    *,
+    now: float,
+    kb: str | None = None,
+    statuses: Sequence[str] = ("failed",),
+    limit: int | None = None,
+) -> int:
+    """Set rows of the given statuses back to pending with fresh attempts; return how many."""
+    bad = [s for s in statuses if s not in EMBED_STATUSES]
+    if bad:
+        raise ValueError(f"unknown status {bad[0]!r}")
+    where = [f"status IN ({','.join('?' for _ in statuses)})"]
+    params: list[Any] = list(statuses)
+    if kb is not None:
+        where.append("kb = ?")
+        params.append(kb)
+    sub = f"SELECT entry_rowid FROM embed_queue WHERE {' AND '.join(where)} ORDER BY queued_at"
+    if limit is not None:
+        sub += f" LIMIT {int(limit)}"
+    cur = conn.execute(
+        f"""UPDATE embed_queue SET status = 'pending', attempts = 0, error = NULL, run_after = ?,
+            queued_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+            WHERE entry_rowid IN ({sub})""",
+        [now, now, now, *params],
+    )
+    return cur.rowcount
+
+
+def requeue_missing(conn: Any, *, model: str, now: float, kb: str | None = None, limit: int | None = None) -> int:
+    """Queue entries whose work is finished but not with `model` (done with another model, or failed)."""
+    where = ["(status = 'done' AND (model IS NULL OR model != ?))"]
+    params: list[Any] = [model]
+    if kb is not None:
+        where.append("kb = ?")
+        params.append(kb)
+    sub = f"SELECT entry_rowid FROM embed_queue WHERE {' AND '.join(where)} ORDER BY queued_at"
+    if limit is not None:
+        sub += f" LIMIT {int(limit)}"
+    cur = conn.execute(
+        f"""UPDATE embed_queue SET status = 'pending', attempts = 0, error = NULL, run_after = ?,
+            queued_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+            WHERE entry_rowid IN ({sub})""",
+        [now, now, now, *params],
+    )
+    return cur.rowcount
+
+
+def counts(conn: Any, kb: str | None = None) -> dict[str, int]:
+    """Rows per status (all five statuses, zeros included)."""
+    out = {s: 0 for s in EMBED_STATUSES}
+    if kb is None:
+        rows = conn.execute("SELECT status, count(*) FROM embed_queue GROUP BY status")
+    else:
+        rows = conn.execute("SELECT status, count(*) FROM embed_queue WHERE kb = ? GROUP BY status", (kb,))
+    for status, n in rows:
+        out[status] = n
+    return out
+
+
+def outstanding(conn: Any, kb: str | None = None) -> int:
+    """Items not yet finished (pending or processing)."""
+    sql = "SELECT count(*) FROM embed_queue WHERE status IN ('pending', 'processing')"
+    if kb is None:
+        return conn.execute(sql).fetchone()[0]
+    return conn.execute(sql + " AND kb = ?", (kb,)).fetchone()[0]

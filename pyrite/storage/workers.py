@@ -1,0 +1,47 @@
+"""The workers table: one heartbeat row per live embedding worker, in any process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+# A worker whose heartbeat is older than this is taken for dead.
+STALE_AFTER_S = 15.0
+
+
+def register(conn: Any, worker_id: str, *, kind: str, model: str, now: float) -> None:
+    """Insert or refresh this worker's row."""
+    conn.execute(
+        """INSERT INTO workers (id, pid, host, kind, started, heartbeat, model) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat""",
+        (worker_id, os.getpid(), socket.gethostname(), kind, now, now, model),
+    )
+
+
+def beat(conn: Any, worker_id: str, *, now: float) -> None:
+    """Record that the worker is alive."""
+    conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
+
+
+def unregister(conn: Any, worker_id: str) -> None:
+    """Remove the worker's row (it stopped cleanly)."""
+    conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+
+def live(conn: Any, *, now: float, stale_after: float = STALE_AFTER_S) -> list[dict[str, Any]]:
+    """Workers with a fresh heartbeat, oldest first."""
+    rows = conn.execute(
+        "SELECT id, pid, host, kind, started, heartbeat, model FROM workers WHERE heartbeat >= ? ORDER BY started",
+        (now - stale_after,),
+    ).fetchall()
+    return [
+        {"id": r[0], "pid": r[1], "host": r[2], "kind": r[3], "started": r[4],
+         "heartbeat_age_s": round(now - r[5], 1), "model": r[6]}
+        for r in rows
+    ]
+
+
+def prune(conn: Any, *, now: float, stale_after: float = STALE_AFTER_S) -> int:
+    """Forget workers dead for a long while (ten times the stale threshold)."""
+    return conn.execute("DELETE FROM workers WHERE heartbeat < ?", (now - 10 * stale_after,)).rowcount

@@ -1,0 +1,243 @@
+"""EmbeddingWorker: claims batches from the embed queue and embeds them, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue as thread_queue
+import threading
+import time
+from typing import Any, Callable
+
+from pyrite.errors import EmbeddingError
+from pyrite.services.embedding_service import BatchResult, EmbeddingService, new_owner
+from pyrite.storage import events, queue, workers
+
+log = logging.getLogger("pyrite.worker")
+POLL_INTERVAL_S = 1.0  # how soon writes from other processes are noticed
+MISCONFIGURED_PAUSE_S = 30.0
+MAINTENANCE_EVERY_S = 30.0
+
+
+class _Runner:
+    """One daemon thread that runs blocking calls for the event loop (model and SQLite work).
+
+    A daemon thread, unlike asyncio's default executor, never holds up process
+    exit: after a forced stop the leases simply expire.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: thread_queue.Queue[Any] = thread_queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, loop, future = job
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class EmbeddingWorker:
+    """Works the embed queue: `run_once` does one batch; `process_queue` loops until stopped."""
+
+    def __init__(self, service: EmbeddingService, *, kind: str = "worker", until_empty: bool = False,
+                 poll_interval: float = POLL_INTERVAL_S, grace: float = 10.0, kb: str | None = None) -> None:
+        self.service = service
+        self.kind = kind
+        self.id = new_owner(kind)
+        self.until_empty = until_empty
+        self.poll_interval = poll_interval
+        self.grace = grace
+        self.kb = kb
+        self.paused_until = 0.0
+        self.last_error: str | None = None
+        self.totals = BatchResult()
+        self.running = False
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self.on_batch: Callable[[BatchResult], None] | None = None
+
+    # -- one step -----------------------------------------------------------------
+
+    def run_once(self, now: float | None = None) -> BatchResult:
+        """Claim one due batch and process it; returns what happened (claimed == 0 when idle)."""
+        t = time.time() if now is None else now
+        if t < self.paused_until or self._stop.is_set():
+            return BatchResult()
+        items = self.service.claim(self.id, now=t, kb=self.kb)
+        try:
+            result = self.service.process(items, now=now)
+        except EmbeddingError as exc:  # provider misconfigured: items were handed back untouched
+            self.last_error = str(exc)
+            self.paused_until = t + MISCONFIGURED_PAUSE_S
+            log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, exc)
+            return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
+                               errors=[str(exc)])
+        if result.paused_for:
+            self.paused_until = t + result.paused_for
+        if result.errors:
+            self.last_error = result.errors[-1]
+        self.totals.add(result)
+        return result
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Wake the loop now (thread-safe): a write in this process queued work."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    def request_stop(self) -> None:
+        """Stop claiming; the batch in hand finishes within the grace period or is released (thread-safe)."""
+        self._stop.set()
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None:
+            loop.call_soon_threadsafe(stopped.set)
+        self.notify()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def process_queue(self) -> BatchResult:
+        """Work the queue until request_stop (or, with until_empty, until nothing is pending)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        if self._stop.is_set():
+            self._stopped.set()
+        runner = _Runner(f"pyrite-{self.id}")
+        beat = threading.Thread(target=self._heartbeat, name=f"pyrite-hb-{self.id}", daemon=True)
+        await runner.submit(self._register)
+        self.service.wake = self.notify
+        self.running = True
+        beat.start()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                batch = runner.submit(self.run_once)
+                stop_wait = asyncio.ensure_future(self._wait_stop())
+                try:
+                    await asyncio.wait({batch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop_wait.cancel()
+                if not batch.done():
+                    await self._finish_or_release(batch, runner)
+                    break
+                try:
+                    result = batch.result()
+                except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
+                    log.exception("embedding batch failed")
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    await self._sleep(self.poll_interval)
+                    continue
+                if self.on_batch is not None and result.claimed:
+                    self.on_batch(result)
+                if result.claimed:
+                    continue
+                if self.until_empty and await runner.submit(self._queue_empty):
+                    break
+                pause = max(0.0, self.paused_until - time.time())
+                await self._sleep(max(pause, self.poll_interval) if pause else self.poll_interval)
+        finally:
+            self.running = False
+            self.service.wake = None
+            self._stop.set()
+            try:
+                await asyncio.wait_for(runner.submit(self._unregister), timeout=5.0)
+            except (asyncio.TimeoutError, Exception):  # the leases will expire on their own
+                log.warning("worker %s could not unregister cleanly", self.id)
+            runner.close()
+        return self.totals
+
+    async def _wait_stop(self) -> None:
+        stopped = self._stopped or asyncio.Event()
+        await stopped.wait()
+
+    async def _sleep(self, seconds: float) -> None:
+        wake = self._wake or asyncio.Event()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _finish_or_release(self, batch: asyncio.Future[Any], runner: _Runner) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(batch), timeout=self.grace)
+        except asyncio.TimeoutError:
+            # Hand the batch back with its attempt; a late completion is discarded by the lease guard.
+            released = await asyncio.to_thread(self._release_in_new_thread)
+            log.warning("released %d item(s) still in hand after %.0fs grace", released, self.grace)
+        except Exception:
+            log.exception("embedding batch failed during shutdown")
+
+    def _release_in_new_thread(self) -> int:
+        released = self.service.release_owner(self.id)
+        self.service.db.close_thread()
+        return released
+
+    # -- bookkeeping (runs on the runner or heartbeat thread) -------------------------------
+
+    def _register(self) -> None:
+        with self.service.db.write() as conn:
+            workers.register(conn, self.id, kind=self.kind, model=self.service.model_id, now=time.time())
+
+    def _unregister(self) -> None:
+        # Unregister first, then look once more: a writer that saw us alive has already committed.
+        with self.service.db.write() as conn:
+            workers.unregister(conn, self.id)
+        self.service.release_owner(self.id)
+
+    def _queue_empty(self) -> bool:
+        return self.service.outstanding(self.kb) == 0
+
+    def _heartbeat(self) -> None:
+        db = self.service.db
+        interval = max(0.2, min(5.0, self.service.settings.embed_lease / 4))
+        next_maintenance = time.time() + MAINTENANCE_EVERY_S
+        try:
+            while not self._stop.wait(interval):
+                now = time.time()
+                try:
+                    with db.write() as conn:
+                        workers.beat(conn, self.id, now=now)
+                        queue.renew(conn, self.id, lease=self.service.settings.embed_lease, now=now)
+                    if now >= next_maintenance:
+                        next_maintenance = now + MAINTENANCE_EVERY_S
+                        with db.write() as conn:
+                            events.prune(conn, now=now)
+                            workers.prune(conn, now=now)
+                        db.checkpoint()
+                except Exception:  # a busy or broken database must not kill the heartbeat
+                    log.exception("heartbeat failed")
+        finally:
+            db.close_thread()
