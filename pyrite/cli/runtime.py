@@ -1,12 +1,13 @@
-"""Long-running commands: `pyrite worker`."""
+"""Long-running commands: `pyrite worker`, `pyrite serve`, `pyrite mcp`."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 import click
 
-from pyrite.cli.common import emit_json, format_option, get_core
+from pyrite.cli.common import emit_json, format_option, get_core, get_settings
 from pyrite.cli.running import run_worker
 from pyrite.worker import EmbeddingWorker
 
@@ -35,4 +36,51 @@ def worker(ctx: click.Context, until_empty: bool, kb: str | None, fmt: str) -> N
         emit_json({"worker": w.id, "done": totals.done, "failed": totals.failed, "retried": totals.retried})
 
 
-COMMANDS = [worker]
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--no-worker", is_flag=True, help="Run no embedding worker (writes then embed synchronously).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="Server log level.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: str) -> None:
+    """Serve the REST + WebSocket API, with an embedding worker, until SIGINT/SIGTERM."""
+    settings = get_settings(ctx)
+    if not is_loopback(host) and not settings.api_token:
+        raise click.ClickException(
+            f"refusing to listen on {host} without a token: set PYRITE_API_TOKEN (clients then send "
+            "'Authorization: Bearer <token>'), or serve on 127.0.0.1")
+    import uvicorn
+
+    from pyrite.server.app import create_app
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, worker=not no_worker)
+    click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
+               f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=15)
+
+
+@click.command()
+@click.option("--read-only", is_flag=True, help="Expose only the read tools (list, search, get, status).")
+@click.pass_context
+def mcp(ctx: click.Context, read_only: bool) -> None:
+    """Serve the kb_* tools to an AI agent over stdio (MCP); starts no worker."""
+    from pyrite.mcp_server import run_stdio
+
+    run_stdio(get_settings(ctx), read_only=read_only)
+
+
+COMMANDS = [worker, serve, mcp]

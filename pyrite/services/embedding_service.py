@@ -138,7 +138,12 @@ class EmbeddingService:
         result = BatchResult(claimed=len(items))
         if not items:
             return result
-        work, gone = self._load(items)
+        try:
+            work, gone = self._load(items)
+        except ConfigError as exc:  # e.g. the model cannot be loaded: never burn attempts on it
+            with self.db.write() as conn:
+                result.released += queue.release(conn, items, now=self._now(now), error=str(exc))
+            raise EmbeddingError(str(exc), misconfigured=True) from exc
         result.discarded += len(gone)
         blank = [w for w in work if not w.chunks]
         work = [w for w in work if w.chunks]

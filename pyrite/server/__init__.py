@@ -1,0 +1,1 @@
+"""The REST + WebSocket server: a thin Starlette layer over the pyrite core."""
