@@ -231,12 +231,13 @@ class EmbeddingWorker:
                     with db.write() as conn:
                         workers.beat(conn, self.id, now=now)
                         queue.renew(conn, self.id, lease=self.service.settings.embed_lease, now=now)
+                    # This process's commits skip the automatic checkpoint (see Database); do it here.
+                    db.checkpoint()
                     if now >= next_maintenance:
                         next_maintenance = now + MAINTENANCE_EVERY_S
                         with db.write() as conn:
                             events.prune(conn, now=now)
                             workers.prune(conn, now=now)
-                        db.checkpoint()
                 except Exception:  # a busy or broken database must not kill the heartbeat
                     log.exception("heartbeat failed")
         finally:
