@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pyrite.config import Settings
 from pyrite.embedders import Embedder
 from pyrite.services.embedding_service import EmbeddingService
@@ -13,13 +15,14 @@ from pyrite.storage.db import Database
 class Pyrite:
     """A pyrite home opened for use: the index database plus the KB, search and embedding services."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
-                 autocheckpoint: bool = True) -> None:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autocheckpoint: bool = True,
+                 reload: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_path, autocheckpoint=autocheckpoint)
-        self.embedding = EmbeddingService(self.db, settings, embedder)
-        self.kbs = KBService(self.db, settings, after_write=self.embedding.after_write)
+        self.embedding = EmbeddingService(self.db, settings, embedder, reload=reload)
+        self.kbs = KBService(self.db, settings, after_write=self.embedding.after_write,
+                             model_id=lambda: self.embedding.model_id if self.embedding.enabled else "")
         self.search = SearchService(self.db, self.embedding)
 
     def close(self) -> None:

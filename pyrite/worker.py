@@ -76,6 +76,7 @@ class EmbeddingWorker:
         self.grace = grace
         self.kb = kb
         self.paused_until = 0.0
+        self._misconfigured = False
         self.last_error: str | None = None
         self.totals = BatchResult()
         self.running = False
@@ -92,11 +93,16 @@ class EmbeddingWorker:
         t = time.time() if now is None else now
         if t < self.paused_until or self._stop.is_set():
             return BatchResult()
+        if self._misconfigured:
+            # The user may have fixed the key or model meanwhile: pick up the current settings.
+            self._misconfigured = False
+            self.service.refresh_settings()
         items = self.service.claim(self.id, now=t, kb=self.kb)
         try:
             result = self.service.process(items, now=now)
         except EmbeddingError as exc:  # provider misconfigured: items were handed back untouched
             self.last_error = str(exc)
+            self._misconfigured = True
             self.paused_until = t + MISCONFIGURED_PAUSE_S
             log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, exc)
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
@@ -129,54 +135,70 @@ class EmbeddingWorker:
         return self._stop.is_set()
 
     async def process_queue(self) -> BatchResult:
-        """Work the queue until request_stop (or, with until_empty, until nothing is pending)."""
+        """Work the queue until request_stop (or, with until_empty, until nothing is pending).
+
+        Up to `settings.concurrency` batches are in flight at once, each its own
+        claim on its own thread (remote providers overlap their network waits).
+        """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         if self._stop.is_set():
             self._stopped.set()
-        runner = _Runner(f"pyrite-{self.id}")
+        runners = [_Runner(f"pyrite-{self.id}-{i}") for i in range(max(1, self.service.settings.concurrency))]
+        free = list(runners)
+        inflight: dict[asyncio.Future[Any], _Runner] = {}
         beat = threading.Thread(target=self._heartbeat, name=f"pyrite-hb-{self.id}", daemon=True)
-        await runner.submit(self._register)
+        await runners[0].submit(self._register)
         self.service.wake = self.notify
         self.running = True
         beat.start()
+        stop_wait = asyncio.ensure_future(self._wait_stop())
+        idle = False
         try:
             while not self._stop.is_set():
-                self._wake.clear()
-                batch = runner.submit(self.run_once)
-                stop_wait = asyncio.ensure_future(self._wait_stop())
-                try:
-                    await asyncio.wait({batch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop_wait.cancel()
-                if not batch.done():
-                    await self._finish_or_release(batch, runner)
-                    break
-                try:
-                    result = batch.result()
-                except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
-                    log.exception("embedding batch failed")
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    await self._sleep(self.poll_interval)
+                if self._wake.is_set():  # a write in this process: look again at once
+                    self._wake.clear()
+                    idle = False
+                while free and not idle and time.time() >= self.paused_until:
+                    runner = free.pop()
+                    inflight[runner.submit(self.run_once)] = runner
+                if not inflight:
+                    if self.until_empty and await runners[0].submit(self._queue_empty):
+                        break
+                    pause = max(0.0, self.paused_until - time.time())
+                    await self._sleep(max(pause, self.poll_interval) if pause else self.poll_interval)
+                    idle = False
                     continue
-                if self.on_batch is not None and result.claimed:
-                    self.on_batch(result)
-                if result.claimed:
-                    continue
-                if self.until_empty and await runner.submit(self._queue_empty):
-                    break
-                pause = max(0.0, self.paused_until - time.time())
-                await self._sleep(max(pause, self.poll_interval) if pause else self.poll_interval)
+                done, _ = await asyncio.wait({*inflight, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    if future is stop_wait:
+                        continue
+                    free.append(inflight.pop(future))
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
+                        log.exception("embedding batch failed")
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        idle = True
+                        continue
+                    if result.claimed == 0:
+                        idle = True
+                    elif self.on_batch is not None:
+                        self.on_batch(result)
+            if inflight:
+                await self._finish_or_release(list(inflight))
         finally:
+            stop_wait.cancel()
             self.running = False
             self.service.wake = None
             self._stop.set()
             try:
-                await asyncio.wait_for(runner.submit(self._unregister), timeout=5.0)
+                await asyncio.wait_for(runners[0].submit(self._unregister), timeout=5.0)
             except (asyncio.TimeoutError, Exception):  # the leases will expire on their own
                 log.warning("worker %s could not unregister cleanly", self.id)
-            runner.close()
+            for runner in runners:
+                runner.close()
         return self.totals
 
     async def _wait_stop(self) -> None:
@@ -190,15 +212,13 @@ class EmbeddingWorker:
         except asyncio.TimeoutError:
             pass
 
-    async def _finish_or_release(self, batch: asyncio.Future[Any], runner: _Runner) -> None:
+    async def _finish_or_release(self, batches: list[asyncio.Future[Any]]) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(batch), timeout=self.grace)
+            await asyncio.wait_for(asyncio.gather(*batches, return_exceptions=True), timeout=self.grace)
         except asyncio.TimeoutError:
-            # Hand the batch back with its attempt; a late completion is discarded by the lease guard.
+            # Hand the batches back with their attempt; late completions are discarded by the lease guard.
             released = await asyncio.to_thread(self._release_in_new_thread)
             log.warning("released %d item(s) still in hand after %.0fs grace", released, self.grace)
-        except Exception:
-            log.exception("embedding batch failed during shutdown")
 
     def _release_in_new_thread(self) -> int:
         released = self.service.release_owner(self.id)

@@ -53,7 +53,9 @@ def get_core(ctx: click.Context) -> Any:
     if "core" not in root.obj:
         from pyrite.core import Pyrite  # kept out of `pyrite --help`: opening it touches the database
 
-        core = Pyrite(get_settings(ctx))
+        home = Path(root.obj["home"]) if root.obj.get("home") else None
+        flags = root.obj["flags"]
+        core = Pyrite(get_settings(ctx), reload=lambda: load_settings(home, **flags))
         root.obj["core"] = core
         root.call_on_close(core.close)
     return root.obj["core"]

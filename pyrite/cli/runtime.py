@@ -1,14 +1,17 @@
-"""Long-running commands: `pyrite worker`, `pyrite serve`, `pyrite mcp`."""
+"""Running pyrite: `pyrite worker`, `pyrite serve`, `pyrite mcp`, `pyrite embedders test`."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
+from pathlib import Path
 
 import click
 
-from pyrite.cli.common import emit_json, format_option, get_core, get_settings
+from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings
 from pyrite.cli.running import run_worker
+from pyrite.config import load_settings
 from pyrite.worker import EmbeddingWorker
 
 
@@ -67,7 +70,9 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
 
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, worker=not no_worker)
+    root = ctx.find_root().obj
+    home = Path(root["home"]) if root.get("home") else None
+    app = create_app(settings, worker=not no_worker, reload=lambda: load_settings(home, **root["flags"]))
     click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
                f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=15)
@@ -83,4 +88,41 @@ def mcp(ctx: click.Context, read_only: bool) -> None:
     run_stdio(get_settings(ctx), read_only=read_only)
 
 
-COMMANDS = [worker, serve, mcp]
+
+@click.group(cls=PyriteGroup)
+def embedders() -> None:
+    """Check the configured embedding provider."""
+
+
+@embedders.command("test")
+@format_option
+@click.pass_context
+def embedders_test(ctx: click.Context, fmt: str) -> None:
+    """Send one tiny request with the current settings; show provider, model, dimension and latency."""
+    from pyrite.embedders import create_embedder
+    from pyrite.errors import EmbeddingError
+
+    settings = get_settings(ctx)
+    info: dict[str, object] = {"provider": settings.embed_provider, "model": settings.model,
+                               "url": settings.embed_url}
+    started = time.perf_counter()
+    try:
+        embedder = create_embedder(settings)
+        vectors = embedder.embed(["pyrite embedding check"])
+    except EmbeddingError as exc:
+        info.update(ok=False, error=str(exc), seconds=round(time.perf_counter() - started, 3))
+    else:
+        info.update(ok=True, dimension=int(vectors.shape[1]), seconds=round(time.perf_counter() - started, 3),
+                    url=getattr(embedder, "url", None))
+    if fmt == "json":
+        emit_json(info)
+    elif info["ok"]:
+        click.echo(f"ok: {info['provider']} {info['model']}, dimension {info['dimension']}, "
+                   f"{info['seconds']:.3f}s" + (f" ({info['url']})" if info.get("url") else ""))
+    else:
+        click.echo(f"Error: {info['provider']} {info['model']}: {info['error']}", err=True)
+    if not info["ok"]:
+        ctx.exit(1)
+
+
+COMMANDS = [worker, serve, mcp, embedders]

@@ -12,6 +12,8 @@ from pyrite.errors import ConfigError
 _REGISTRY = {
     "local": "pyrite.embedders.local:LocalEmbedder",
     "hash": "pyrite.embedders.hashing:HashEmbedder",
+    "openai": "pyrite.embedders.openai:OpenAIEmbedder",
+    "gemini": "pyrite.embedders.gemini:GeminiEmbedder",
 }
 
 
@@ -27,6 +29,9 @@ def create_embedder(settings: Settings) -> Embedder:
     cls = getattr(importlib.import_module(module_name), class_name)
     if provider == "hash":
         return cls(model=settings.model, dimension=settings.embed_dimensions)
+    if provider in ("openai", "gemini"):
+        return cls(settings.model, url=settings.embed_url, api_key=settings.embed_api_key,
+                   dimensions=settings.embed_dimensions, timeout=settings.embed_timeout)
     return cls(model=settings.model)
 
 

@@ -33,6 +33,8 @@ class Embedder(ABC):
     dimension: int | None = None
     # Largest number of texts sent in one call; the service splits larger batches.
     max_batch: int = 64
+    # False when calls from two threads at once are unsafe; the service then serializes them.
+    concurrent_safe: bool = True
 
     @property
     def model_id(self) -> str:

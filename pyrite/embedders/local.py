@@ -62,6 +62,7 @@ class LocalEmbedder(Embedder):
 
     provider = "local"
     max_batch = 32
+    concurrent_safe = False  # the fast tokenizer raises "Already borrowed" under concurrent use
 
     def __init__(self, model: str = "all-MiniLM-L6-v2") -> None:
         self.model = model

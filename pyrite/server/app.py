@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -78,7 +78,8 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None = None) -> Starlette:
+def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None = None,
+               reload: Callable[[], Settings] | None = None) -> Starlette:
     """The pyrite server app; its lifespan opens the core and (unless worker=False) runs one EmbeddingWorker."""
 
     @contextlib.asynccontextmanager
@@ -86,7 +87,8 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
         # With a worker in this process, it checkpoints the WAL instead of a request's commit.
         owned = core is None
         app.state.core = core or await run_in_threadpool(
-            lambda: Pyrite(settings, autocheckpoint=not (worker and settings.embed_provider != "none")))
+            lambda: Pyrite(settings, autocheckpoint=not (worker and settings.embed_provider != "none"),
+                           reload=reload))
         app.state.worker = None
         app.state.hub = EventHub(app.state.core.db)
         await app.state.hub.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -18,6 +19,8 @@ from pyrite.models import embed_text
 from pyrite.storage import events, files, queue, vectors, workers
 from pyrite.storage.db import Database
 from pyrite.storage.queue import Claim
+
+log = logging.getLogger("pyrite.embedding")
 
 
 @dataclass
@@ -57,11 +60,14 @@ class EmbeddingService:
     """Owns the embedder of this process and every transition of the embed queue."""
 
     def __init__(self, db: Database, settings: Settings, embedder: Embedder | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, reload: Callable[[], Settings] | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.reload = reload
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        # Serializes calls into embedders that are not thread-safe (the local model's tokenizer).
+        self._model_lock = threading.Lock()
         self._rng = rng or random.Random()
         # Set by an in-process worker: a thread-safe callable that wakes it.
         self.wake: Callable[[], None] | None = None
@@ -91,6 +97,26 @@ class EmbeddingService:
                 self._embedder = create_embedder(self.settings)
             return self._embedder
 
+    def refresh_settings(self) -> bool:
+        """Re-read the settings (after a misconfiguration); True if the embedding ones changed."""
+        if self.reload is None:
+            return False
+        try:
+            fresh = self.reload()
+        except Exception as exc:  # a broken config.yaml: keep the old settings, say why
+            log.error("cannot re-read settings: %s", exc)
+            return False
+        keys = ("embed_provider", "embed_model", "embed_url", "embed_api_key", "embed_dimensions", "embed_timeout")
+        if all(getattr(fresh, k) == getattr(self.settings, k) for k in keys):
+            return False
+        with self._embedder_lock:
+            old, self._embedder = self._embedder, None
+            self.settings = fresh
+        if old is not None:
+            old.close()
+        log.info("embedding settings changed; now using %s", fresh.model_id)
+        return True
+
     def loaded(self) -> bool:
         """True once the embedder exists in this process (the model is loaded)."""
         return self._embedder is not None and (self._embedder.dimension is not None)
@@ -106,7 +132,11 @@ class EmbeddingService:
             return
         if self.live_workers():
             return
-        self.embed_rowids(rowids)
+        try:
+            self.embed_rowids(rowids)
+        except EmbeddingError as exc:
+            # The write stands; the entry stays pending with the error, shown by status and the CLI.
+            log.warning("could not embed now: %s", exc)
 
     def live_workers(self, now: float | None = None) -> list[dict[str, Any]]:
         """Workers, in any process, whose heartbeat is fresh."""
@@ -177,7 +207,7 @@ class EmbeddingService:
             if files.content_hash(text.encode("utf-8")) != item.content_hash:
                 continue  # superseded by a newer write, whose own queue row is already pending
             found.add(rowid)
-            chunks = self.embedder.chunk(text) if text else []
+            chunks = self._chunk(text) if text else []
             work.append(_Work(item, entry_id, chunks))
         gone = [i for i in items if i.entry_rowid not in found]
         return work, gone
@@ -192,12 +222,13 @@ class EmbeddingService:
         except EmbeddingError as exc:
             if exc.misconfigured or exc.retry_after is not None:
                 raise
-            if len(group) > 1:
+            if exc.per_input and len(group) > 1:
                 mid = len(group) // 2
                 self._embed_group(group[:mid], out)
                 self._embed_group(group[mid:], out)
                 return
-            out.append((group[0], exc))
+            # An outage (5xx, timeout) or the one bad input: each item records the error and backs off.
+            out.extend((w, exc) for w in group)
             return
         pos = 0
         for w in group:
@@ -205,13 +236,24 @@ class EmbeddingService:
             out.append((w, vecs[pos:pos + n]))
             pos += n
 
+    def _chunk(self, text: str) -> list[str]:
+        embedder = self.embedder
+        if embedder.concurrent_safe:
+            return embedder.chunk(text)
+        with self._model_lock:
+            return embedder.chunk(text)
+
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         embedder = self.embedder
         parts = []
         for start in range(0, len(texts), embedder.max_batch):
             piece = texts[start:start + embedder.max_batch]
             try:
-                raw = embedder.embed(piece)
+                if embedder.concurrent_safe:
+                    raw = embedder.embed(piece)
+                else:
+                    with self._model_lock:
+                        raw = embedder.embed(piece)
             except EmbeddingError:
                 raise
             except ConfigError as exc:
@@ -241,9 +283,10 @@ class EmbeddingService:
                         result.discarded += 1
                     continue
                 message = str(outcome)
+                attempts_allowed = s.embed_max_attempts if outcome.retryable else w.item.attempts
                 retry_at = t + queue.backoff(w.item.attempts, base=s.embed_retry_base, cap=s.embed_retry_max,
                                              rng=self._rng)
-                status = queue.fail(conn, w.item, message, max_attempts=s.embed_max_attempts,
+                status = queue.fail(conn, w.item, message, max_attempts=attempts_allowed,
                                     retry_at=retry_at, now=t)
                 if status == "failed":
                     events.append(conn, "embed_failed", kb=w.item.kb, entry_id=w.entry_id, model=model,

@@ -124,12 +124,17 @@ def _entry_from_row(row: Any) -> Entry:
 class KBService:
     """The KB and entry operations every front end uses; holds no front-end logic."""
 
-    def __init__(self, db: Database, settings: Settings, after_write: AfterWrite | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, after_write: AfterWrite | None = None,
+                 model_id: Callable[[], str] | None = None) -> None:
         self.db = db
         self.settings = settings
         self.after_write = after_write
-        # Which vector space counts as "already embedded"; empty when embedding is off.
-        self.model_id = settings.model_id if db.vec_available else ""
+        self._model_id = model_id or (lambda: settings.model_id if db.vec_available else "")
+
+    @property
+    def model_id(self) -> str:
+        """Which vector space counts as "already embedded"; empty when embedding is off."""
+        return self._model_id()
 
     # -- KBs ---------------------------------------------------------------
 

@@ -42,7 +42,7 @@ def check_vectors(vectors: Any, *, count: int, dim: int | None = None) -> np.nda
     if arr.shape[1] < 1 or (dim is not None and arr.shape[1] != dim):
         raise EmbeddingError(f"embedder returned vectors of dimension {arr.shape[1]}, expected {dim}")
     if not np.isfinite(arr).all():
-        raise EmbeddingError("embedder returned NaN or infinite values")
+        raise EmbeddingError("embedder returned NaN or infinite values", per_input=True)
     if (np.abs(arr).sum(axis=1) == 0).any():
         raise EmbeddingError("embedder returned an all-zero vector")
     return np.ascontiguousarray(arr)
