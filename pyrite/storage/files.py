@@ -16,8 +16,13 @@ FRONT = "---"
 RESERVED_KEYS = ("id", "title", "type", "tags", "created", "updated")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as the strings the user wrote (JSON-safe, verbatim)."""
+# libyaml's parser when present: several times faster, which index build of large KBs needs.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """A safe loader that keeps timestamps as the strings the user wrote (JSON-safe, verbatim)."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -60,7 +65,8 @@ def parse_markdown(text: str) -> tuple[dict[str, Any], str]:
 
 def render_markdown(front: dict[str, Any], body: str) -> str:
     """Frontmatter (keys in the given order) and body; parse_markdown returns body exactly."""
-    header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False, width=10_000)
+    header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True, default_flow_style=False,
+                       width=10_000)
     return f"{FRONT}\n{header}{FRONT}\n\n{body}"
 
 
