@@ -10,6 +10,8 @@ from pyrite.errors import ValidationError
 _KB_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ID_MAX = 128
 SLUG_MAX = 80
+# File names are limited to 255 bytes; leave room for ".md" and suffixes like "-10".
+SLUG_MAX_BYTES = 200
 
 
 def _is_word(ch: str) -> bool:
@@ -29,6 +31,8 @@ def check_kb_name(name: str) -> str:
 def is_entry_id(entry_id: object) -> bool:
     """True for ids of 1-128 letters, digits, marks, '-', '_', inner '.'; never '..' or a separator."""
     if not isinstance(entry_id, str) or not 1 <= len(entry_id) <= ID_MAX:
+        return False
+    if len(entry_id.encode("utf-8", "surrogatepass")) > SLUG_MAX_BYTES + 20:
         return False
     if not _is_word(entry_id[0]) or entry_id[-1] == "." or ".." in entry_id:
         return False
@@ -54,7 +58,10 @@ def slugify(title: str) -> str:
             out.append(ch)
         elif out and out[-1] != "-":
             out.append("-")
-    slug = "".join(out).strip("-")[:SLUG_MAX].rstrip("-")
+    slug = "".join(out).strip("-")[:SLUG_MAX]
+    while len(slug.encode("utf-8")) > SLUG_MAX_BYTES:  # 3- and 4-byte scripts
+        slug = slug[:-1]
+    slug = slug.rstrip("-")
     # A slug must start with a letter or digit, not a combining mark.
     while slug and unicodedata.category(slug[0])[0] == "M":
         slug = slug[1:].lstrip("-")

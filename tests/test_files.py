@@ -51,7 +51,7 @@ def test_round_trip_body_exact_examples(body: str) -> None:
     assert front == FRONT
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text())
 @example("\n---\n")
 @example("---\n---\n")
@@ -62,7 +62,7 @@ def test_round_trip_body_exact_arbitrary_text(body: str) -> None:
     assert front == FRONT
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     st.lists(st.sampled_from(["---", "", "\r", "- x", "key: value", "...", "text", " ---", "---  "]), max_size=12),
     st.sampled_from(["\n", "\r\n"]),
@@ -73,7 +73,7 @@ def test_round_trip_body_made_of_fence_like_lines(lines: list[str], eol: str, ta
     assert parse_markdown(render_markdown(FRONT, body))[1] == body
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(st.text(max_size=50), st.text())
 def test_round_trip_with_user_meta(value: str, body: str) -> None:
     front = dict(FRONT, source="web", rating=5, flags=[True, None], nested={"k": "v", "n": 1.5})
@@ -82,7 +82,7 @@ def test_round_trip_with_user_meta(value: str, body: str) -> None:
     assert parsed_front == front
 
 
-@settings(max_examples=500)
+@settings(max_examples=250)
 @given(st.text(max_size=60))
 @example("a\x85b")  # U+0085 NEXT LINE
 @example("\u2028")

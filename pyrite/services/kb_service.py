@@ -56,9 +56,21 @@ class IndexReport:
                 "unchanged": self.unchanged, "queued": self.queued, "errors": list(self.errors)}
 
 
+def check_text(value: str, what: str) -> str:
+    """value if it is valid Unicode text (no lone surrogates, no NUL), else ValidationError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} is not valid UTF-8 text") from None
+    if "\x00" in value:
+        raise ValidationError(f"{what} must not contain NUL characters")
+    return value
+
+
 def _check_title(title: Any) -> str:
     if not isinstance(title, str) or not title.strip():
         raise ValidationError("title must be a non-empty string")
+    check_text(title, "title")
     if len(title) > TITLE_MAX or "\n" in title or "\r" in title or "\x00" in title:
         raise ValidationError(f"title must be one line of at most {TITLE_MAX} characters")
     return title.strip()
@@ -67,9 +79,7 @@ def _check_title(title: Any) -> str:
 def _check_body(body: Any) -> str:
     if not isinstance(body, str):
         raise ValidationError("body must be a string")
-    if "\x00" in body:
-        raise ValidationError("body must not contain NUL characters")
-    return body
+    return check_text(body, "body")
 
 
 def _check_tags(tags: Any) -> list[str]:
@@ -79,7 +89,7 @@ def _check_tags(tags: Any) -> list[str]:
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip():
             raise ValidationError("each tag must be a non-empty string")
-        tag = tag.strip()
+        tag = check_text(tag, "a tag").strip()
         if len(tag) > TAG_MAX or any(c in tag for c in "\n\r\x00"):
             raise ValidationError(f"tag {tag[:40]!r} must be one line of at most {TAG_MAX} characters")
         if tag not in out:
@@ -99,13 +109,18 @@ def _check_meta(meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValidationError("meta must be a mapping of key: value")
     for key in meta:
-        if not isinstance(key, str) or not key or key in files.RESERVED_KEYS:
+        if not isinstance(key, str) or not key.strip() or key in files.RESERVED_KEYS:
             raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
     try:
-        json.dumps(meta)
+        check_text(json.dumps(meta, ensure_ascii=False), "meta")
     except (TypeError, ValueError):
         raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
     return dict(meta)
+
+
+def rowid_hint(entry: Entry) -> str:
+    """A short, file-name-safe token for an entry (its id's hash)."""
+    return files.content_hash(entry.id.encode("utf-8"))[:12]
 
 
 def _frontmatter(entry: Entry) -> dict[str, Any]:
@@ -193,7 +208,7 @@ class KBService:
                      type: str = "note", meta: dict[str, Any] | None = None, embed: bool = True) -> Entry:
         """Write a new entry file named after a slug of its title (suffixed -2, -3 on clash) and index it."""
         title, body = _check_title(title), _check_body(body)
-        tag_list, kind, extra = _check_tags(list(tags)), _check_type(type), _check_meta(meta)
+        tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
         folder = Path(self.get_kb(kb).path)
         stamp = now_iso()
         entry = Entry(kb=kb, id="", title=title, body=body, type=kind, tags=tag_list,
@@ -247,7 +262,7 @@ class KBService:
         changes = {
             "title": None if title is None else _check_title(title),
             "body": None if body is None else _check_body(body),
-            "tags": None if tags is None else _check_tags(list(tags)),
+            "tags": None if tags is None else _check_tags(tags),
             "type": None if type is None else _check_type(type),
         }
         meta_changes = None if meta is None else _check_meta({k: v for k, v in meta.items() if v is not None}
@@ -287,7 +302,7 @@ class KBService:
         current = self.get_entry(kb, entry_id)
         path = Path(self.get_kb(kb).path) / current.path
         # Move the file aside first, so a failed commit can put it back.
-        aside = path.with_name(f".{path.name}.deleting")
+        aside = path.with_name(f".pyrite-deleting-{os.getpid()}-{rowid_hint(current)}.tmp")
         with self.db.write() as conn:
             moved = False
             try:

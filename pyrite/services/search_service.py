@@ -8,6 +8,7 @@ from typing import Any
 from pyrite.errors import EmbeddingError, NotFoundError, ValidationError
 from pyrite.names import check_kb_name
 from pyrite.services.embedding_service import EmbeddingService
+from pyrite.services.kb_service import check_text
 from pyrite.storage import queue, vectors
 from pyrite.storage.db import Database, OperationalError
 
@@ -53,8 +54,7 @@ class SearchService:
             raise ValidationError("the search query is empty")
         if len(query) > QUERY_MAX:
             raise ValidationError(f"the search query is longer than {QUERY_MAX} characters")
-        if "\x00" in query:
-            raise ValidationError("the search query must not contain NUL characters")
+        check_text(query, "the search query")
         if kb is not None:
             check_kb_name(kb)
             if not self.db.query("SELECT 1 FROM kbs WHERE name = ?", (kb,)):
@@ -102,7 +102,8 @@ class SearchService:
         rows = self._fts(match, kb, limit)
         if not rows and " " in match:
             rows = self._fts(fts_query(query, any_term=True) or match, kb, limit)
-        return [self._result(r, score=round(-r["rank"], 4), snippet=r["snip"]) for r in rows]
+        # Significant digits, not decimals: bm25 of a common word is tiny but still ranks.
+        return [self._result(r, score=float(f"{-r['rank']:.6g}"), snippet=r["snip"]) for r in rows]
 
     def _fts(self, match: str, kb: str | None, limit: int) -> list[Any]:
         sql = (

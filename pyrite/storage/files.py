@@ -21,6 +21,19 @@ _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+if _BaseDumper is yaml.SafeDumper:  # pragma: no cover - only without libyaml
+    # The pure-Python emitter folds NEL and Unicode line separators in plain scalars; quote them.
+    def _str(dumper: Any, value: str) -> Any:
+        style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    class _QuotingDumper(yaml.SafeDumper):
+        pass
+
+    _QuotingDumper.add_representer(str, _str)
+    _BaseDumper = _QuotingDumper
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """A safe loader that keeps timestamps as the strings the user wrote (JSON-safe, verbatim)."""
 
@@ -77,7 +90,8 @@ def content_hash(data: bytes) -> str:
 
 def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, durable: bool = True) -> os.stat_result:
     """Write data to path via a temp file and rename; with exclusive, fail if path exists. Return its stat."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A short temp name: the final name may already be near the 255-byte limit.
+    fd, tmp = tempfile.mkstemp(prefix=".pyrite-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
