@@ -249,7 +249,9 @@ class EmbeddingWorker:
                 now = time.time()
                 try:
                     with db.write() as conn:
-                        workers.beat(conn, self.id, now=now)
+                        paused = self.paused_until if self.paused_until > now else None
+                        workers.beat(conn, self.id, now=now, error=self.last_error if paused else None,
+                                     paused_until=paused)
                         queue.renew(conn, self.id, lease=self.service.settings.embed_lease, now=now)
                     # This process's commits skip the automatic checkpoint (see Database); do it here.
                     db.checkpoint()

@@ -151,7 +151,8 @@ class EmbeddingService:
             t = time.time() if now is None else now
             items = queue.claim(self.db.conn, owner, limit=self.settings.embed_batch_size,
                                 lease=self.settings.embed_lease, now=t,
-                                rowids=ids[start:start + self.settings.embed_batch_size])
+                                rowids=ids[start:start + self.settings.embed_batch_size],
+                                max_attempts=self.settings.embed_max_attempts)
             total.add(self.process(items, now=now))
         return total
 
@@ -161,7 +162,8 @@ class EmbeddingService:
               limit: int | None = None) -> list[Claim]:
         """Claim the next due batch for owner."""
         return queue.claim(self.db.conn, owner, limit=limit or self.settings.embed_batch_size,
-                           lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb)
+                           lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb,
+                           max_attempts=self.settings.embed_max_attempts)
 
     def process(self, items: list[Claim], *, now: float | None = None) -> BatchResult:
         """Embed claimed items and record each outcome; the only path from a claim to done or failed."""
@@ -399,16 +401,18 @@ class EmbeddingService:
         paused = conn.execute(
             "SELECT error FROM embed_queue WHERE status = 'pending' AND error IS NOT NULL AND attempts = 0 "
             "ORDER BY updated_at DESC LIMIT 1").fetchone()
+        live = workers.live(conn, now=t)
+        paused_worker = next((w for w in live if w["paused_for_s"] and w["error"]), None)
         stored = vectors.models(conn, kb) if self.db.vec_available else {}
         other_models = {m: n for m, n in stored.items() if m != self.model_id}
         return {
             "kb": kb,
             "counts": queue.counts(conn, kb),
             "oldest_pending_age_s": None if oldest is None else round(max(0.0, t - oldest), 1),
-            "workers": workers.live(conn, now=t),
+            "workers": live,
             "throughput_per_min": events.completions_since(conn, t - 60.0),
             "last_error": (last["error"] if last else None) or (failed_row[0] if failed_row else None),
-            "provider_error": paused[0] if paused else None,
+            "provider_error": paused_worker["error"] if paused_worker else (paused[0] if paused else None),
             "model": self.model_id or None,
             "stale_models": other_models,
             "enabled": self.enabled,

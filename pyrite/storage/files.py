@@ -99,9 +99,7 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, durable: b
                 fh.flush()
                 os.fsync(fh.fileno())
         if exclusive:
-            # link() never replaces an existing file, so a clash can never overwrite an entry.
-            os.link(tmp, path)
-            os.unlink(tmp)
+            _link_exclusive(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -111,6 +109,21 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, durable: b
             pass
         raise
     return path.stat()
+
+
+def _link_exclusive(tmp: str, path: Path) -> None:
+    """Move tmp to path, failing with FileExistsError if path exists (never replacing it)."""
+    try:
+        # link() never replaces an existing file, so a clash can never overwrite an entry.
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links on this file system: reserve the name atomically, then fill it.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def is_entry_file(path: Path) -> bool:

@@ -134,6 +134,13 @@ def m001_core(conn: Any) -> None:
     )
 
 
+@migration
+def m002_worker_errors(conn: Any) -> None:
+    # A worker publishes why it is paused, so every process's status can show it.
+    conn.execute("ALTER TABLE workers ADD COLUMN error TEXT")
+    conn.execute("ALTER TABLE workers ADD COLUMN paused_until REAL")
+
+
 def migrate(conn: Any) -> list[str]:
     """Apply the migrations not yet recorded; return their names. Call inside a write transaction."""
     conn.execute(

@@ -66,11 +66,14 @@ def claim(
     now: float,
     kb: str | None = None,
     rowids: Sequence[int] | None = None,
+    max_attempts: int | None = None,
 ) -> list[Claim]:
     """Reserve up to `limit` due items (pending and due, or processing with an expired lease) in one short transaction.
 
     The attempt is counted here, so an item that kills its worker every time
-    still ends as failed. `rowids` restricts the claim to those entries.
+    still ends as failed: an expired lease on an item out of attempts is
+    failed (with an embed_failed event) instead of claimed again. `rowids`
+    restricts the claim to those entries.
     """
     extra = ""
     params: dict[str, Any] = {"owner": owner, "expires": now + lease, "now": now, "limit": limit}
@@ -103,12 +106,32 @@ def claim(
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if max_attempts is not None:
+            _fail_crashed(conn, now=now, max_attempts=max_attempts, extra=extra, params=params)
         rows = conn.execute(sql, params).fetchall()
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return [Claim(r[0], r[1], r[2], r[3], owner) for r in rows]
+
+
+def _fail_crashed(conn: Any, *, now: float, max_attempts: int, extra: str, params: dict[str, Any]) -> None:
+    """Fail items whose lease expired on their last attempt: their worker died every time."""
+    error = f"the worker stopped or crashed while embedding it, {max_attempts} times"
+    rows = conn.execute(
+        f"""UPDATE embed_queue SET status = 'failed', error = coalesce(error, :error), lease_owner = NULL,
+            lease_expires_at = NULL, updated_at = :now
+            WHERE status = 'processing' AND lease_expires_at <= :now AND attempts >= :max_attempts{extra}
+            RETURNING entry_rowid, kb, coalesce(error, :error)""",
+        {**params, "error": error, "max_attempts": max_attempts},
+    ).fetchall()
+    for entry_rowid, kb, message in rows:
+        conn.execute(
+            "INSERT INTO events (type, kb, entry_id, model, error, created) "
+            "SELECT 'embed_failed', ?, id, NULL, ?, ? FROM entries WHERE rowid = ?",
+            (kb, message, now, entry_rowid),
+        )
 
 
 _GUARD = "entry_rowid = ? AND status = 'processing' AND lease_owner = ? AND content_hash = ?"

@@ -19,9 +19,11 @@ def register(conn: Any, worker_id: str, *, kind: str, model: str, now: float) ->
     )
 
 
-def beat(conn: Any, worker_id: str, *, now: float) -> None:
-    """Record that the worker is alive."""
-    conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
+def beat(conn: Any, worker_id: str, *, now: float, error: str | None = None,
+         paused_until: float | None = None) -> None:
+    """Record that the worker is alive, and why it is paused if it is."""
+    conn.execute("UPDATE workers SET heartbeat = ?, error = ?, paused_until = ? WHERE id = ?",
+                 (now, error, paused_until, worker_id))
 
 
 def unregister(conn: Any, worker_id: str) -> None:
@@ -32,12 +34,14 @@ def unregister(conn: Any, worker_id: str) -> None:
 def live(conn: Any, *, now: float, stale_after: float = STALE_AFTER_S) -> list[dict[str, Any]]:
     """Workers with a fresh heartbeat, oldest first."""
     rows = conn.execute(
-        "SELECT id, pid, host, kind, started, heartbeat, model FROM workers WHERE heartbeat >= ? ORDER BY started",
+        "SELECT id, pid, host, kind, started, heartbeat, model, error, paused_until FROM workers "
+        "WHERE heartbeat >= ? ORDER BY started",
         (now - stale_after,),
     ).fetchall()
     return [
         {"id": r[0], "pid": r[1], "host": r[2], "kind": r[3], "started": r[4],
-         "heartbeat_age_s": round(now - r[5], 1), "model": r[6]}
+         "heartbeat_age_s": round(now - r[5], 1), "model": r[6],
+         "paused_for_s": round(r[8] - now, 1) if r[8] and r[8] > now else 0.0, "error": r[7]}
         for r in rows
     ]
 
