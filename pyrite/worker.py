@@ -108,7 +108,8 @@ class EmbeddingWorker:
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
                                errors=[str(exc)])
         if result.paused_for:
-            self.paused_until = t + result.paused_for
+            # Count the pause from the answer (now), not from the claim: the request took time.
+            self.paused_until = (time.time() if now is None else t) + result.paused_for
         if result.errors:
             self.last_error = result.errors[-1]
         self.totals.add(result)

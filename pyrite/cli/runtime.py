@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
 from pathlib import Path
+from typing import Iterator
 
 import click
 
@@ -50,6 +52,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a clean shutdown on SIGTERM exits 0 instead of re-raising the signal."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
@@ -68,6 +85,8 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
 
     from pyrite.server.app import create_app
 
+    _Server = _server_class()
+
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = ctx.find_root().obj
@@ -75,7 +94,9 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
     app = create_app(settings, worker=not no_worker, reload=lambda: load_settings(home, **root["flags"]))
     click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
                f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=15)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=15)
+    _Server(config).run()
 
 
 @click.command()

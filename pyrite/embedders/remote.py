@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from abc import abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import numpy as np
@@ -46,23 +46,28 @@ def split_by_budget(text: str, budget_tokens: int) -> list[str]:
     """Cut text at whitespace into pieces whose estimate_tokens fits the budget; hard-cut over-long words."""
     if estimate_tokens(text) <= budget_tokens:
         return [text]
-    limit = max(1, budget_tokens * 3)
+    limit = max(4, budget_tokens * 3)
     pieces: list[str] = []
-    current = ""
+    current: list[str] = []
+    size = 0
     for word in re.findall(r"\S+\s*", text):
-        while len(word.encode("utf-8")) > limit:  # one enormous "word" (base64, minified code)
-            head = word[: max(1, limit // 4)]
+        raw = word.encode("utf-8")
+        while len(raw) > limit:  # one enormous "word" (base64, minified code): cut at a character boundary
+            head = raw[:limit].decode("utf-8", "ignore")
             if current:
-                pieces.append(current)
-                current = ""
+                pieces.append("".join(current))
+                current, size = [], 0
             pieces.append(head)
-            word = word[len(head):]
-        if len((current + word).encode("utf-8")) > limit and current:
-            pieces.append(current)
-            current = ""
-        current += word
-    if current.strip():
-        pieces.append(current)
+            raw = raw[len(head.encode("utf-8")):]
+        word = raw.decode("utf-8")
+        if current and size + len(raw) > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        if word:
+            current.append(word)
+            size += len(raw)
+    if current:
+        pieces.append("".join(current))
     return [p.strip() for p in pieces if p.strip()]
 
 
@@ -148,7 +153,7 @@ class RemoteEmbedder(Embedder):
         try:
             response = client.post(url, headers=headers, json=body)
         except httpx.TimeoutException as exc:
-            raise EmbeddingError(self.redact(f"{where}: timed out after {self.timeout:.0f}s ({type(exc).__name__})")) from None
+            raise EmbeddingError(self.redact(f"{where}: timed out after {self.timeout:g}s ({type(exc).__name__})")) from None
         except httpx.HTTPError as exc:
             raise EmbeddingError(self.redact(f"{where}: connection failed: {type(exc).__name__}: {exc}")) from None
         if response.status_code >= 400:
@@ -171,7 +176,7 @@ class RemoteEmbedder(Embedder):
 
     def _http_error(self, response: httpx.Response, where: str) -> EmbeddingError:
         status = response.status_code
-        detail = self.redact(_error_text(response))
+        detail = _error_text(response, self.redact)
         message = f"{where}: HTTP {status}: {detail}"
         if status == 429:
             return EmbeddingError(message, retry_after=parse_retry_after(response.headers.get("retry-after")))
@@ -185,15 +190,13 @@ class RemoteEmbedder(Embedder):
         return EmbeddingError(message)
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The provider's own error message, short."""
+def _error_text(response: httpx.Response, redact: Callable[[str], str]) -> str:
+    """The provider's own error message, redacted in full and then shortened (a cut must not split a key)."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)[:300]
-        return str(err)[:300]
-    return str(data)[:300]
+        text = response.text or response.reason_phrase
+    else:
+        err = data.get("error", data) if isinstance(data, dict) else data
+        text = str(err.get("message") or err) if isinstance(err, dict) else str(err)
+    return redact(text)[:300]

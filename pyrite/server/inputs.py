@@ -26,9 +26,11 @@ async def json_object(request: Request, allowed: dict[str, tuple[type, ...]], re
         data: Any = {}
     else:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedError(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MalformedError("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise MalformedError("the body must be a JSON object")
     unknown = sorted(set(data) - set(allowed))
@@ -49,6 +51,10 @@ async def json_object(request: Request, allowed: dict[str, tuple[type, ...]], re
         if list in types and isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise InputError(f"field {name!r} must be a list of strings")
     return data
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _names(types: tuple[type, ...]) -> str:

@@ -33,7 +33,11 @@ class TokenAuth:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
+            # Accept, then close with 4401: a close before the handshake reaches clients as a bare 403.
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
             return
         await _json(send, 401, "missing or wrong bearer token (Authorization: Bearer <PYRITE_API_TOKEN>)",
                     [(b"www-authenticate", b"Bearer")])

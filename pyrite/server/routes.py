@@ -137,8 +137,8 @@ async def requeue(request: Request) -> JSONResponse:
     if bad:
         raise InputError(f"status must be failed, done or skipped, not {bad[0]!r}")
     limit = data.get("limit")
-    if limit is not None and limit < 1:
-        raise InputError("limit must be at least 1")
+    if limit is not None and not 1 <= limit <= 10**9:
+        raise InputError("limit must be from 1 to 1000000000")
     queued = await _call(request, core.embedding.requeue, kb=kb, statuses=statuses,
                          only_missing=bool(data.get("only_missing")), limit=limit)
     worker = request.app.state.worker

@@ -149,10 +149,11 @@ class EmbeddingService:
         ids = list(rowids)
         for start in range(0, len(ids), self.settings.embed_batch_size):
             t = time.time() if now is None else now
-            items = queue.claim(self.db.conn, owner, limit=self.settings.embed_batch_size,
-                                lease=self.settings.embed_lease, now=t,
-                                rowids=ids[start:start + self.settings.embed_batch_size],
-                                max_attempts=self.settings.embed_max_attempts)
+            with self.db.write_lock:
+                items = queue.claim(self.db.conn, owner, limit=self.settings.embed_batch_size,
+                                    lease=self.settings.embed_lease, now=t,
+                                    rowids=ids[start:start + self.settings.embed_batch_size],
+                                    max_attempts=self.settings.embed_max_attempts)
             total.add(self.process(items, now=now))
         return total
 
@@ -161,9 +162,10 @@ class EmbeddingService:
     def claim(self, owner: str, *, now: float | None = None, kb: str | None = None,
               limit: int | None = None) -> list[Claim]:
         """Claim the next due batch for owner."""
-        return queue.claim(self.db.conn, owner, limit=limit or self.settings.embed_batch_size,
-                           lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb,
-                           max_attempts=self.settings.embed_max_attempts)
+        with self.db.write_lock:
+            return queue.claim(self.db.conn, owner, limit=limit or self.settings.embed_batch_size,
+                               lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb,
+                               max_attempts=self.settings.embed_max_attempts)
 
     def process(self, items: list[Claim], *, now: float | None = None) -> BatchResult:
         """Embed claimed items and record each outcome; the only path from a claim to done or failed."""

@@ -112,8 +112,8 @@ def _check_meta(meta: Any) -> dict[str, Any]:
         if not isinstance(key, str) or not key.strip() or key in files.RESERVED_KEYS:
             raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
     try:
-        check_text(json.dumps(meta, ensure_ascii=False), "meta")
-    except (TypeError, ValueError):
+        check_text(json.dumps(meta, ensure_ascii=False, allow_nan=False), "meta")
+    except (TypeError, ValueError, RecursionError):
         raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
     return dict(meta)
 
@@ -323,7 +323,7 @@ class KBService:
         """Entries of a KB, most recently updated first."""
         self.get_kb(kb)
         sql = (f"SELECT {_ENTRY_COLUMNS} FROM entries e LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid "
-               "WHERE e.kb = ? ORDER BY e.updated DESC, e.id LIMIT ? OFFSET ?")
+               "WHERE e.kb = ? ORDER BY e.updated DESC, e.rowid DESC LIMIT ? OFFSET ?")
         rows = self.db.query(sql, (kb, -1 if limit is None else int(limit), max(0, int(offset))))
         return [_entry_from_row(r) for r in rows]
 

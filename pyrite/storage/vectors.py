@@ -44,7 +44,7 @@ def check_vectors(vectors: Any, *, count: int, dim: int | None = None) -> np.nda
     if not np.isfinite(arr).all():
         raise EmbeddingError("embedder returned NaN or infinite values", per_input=True)
     if (np.abs(arr).sum(axis=1) == 0).any():
-        raise EmbeddingError("embedder returned an all-zero vector")
+        raise EmbeddingError("embedder returned an all-zero vector", per_input=True)
     return np.ascontiguousarray(arr)
 
 
