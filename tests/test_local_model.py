@@ -100,18 +100,29 @@ def test_semantic_search_finds_by_meaning_without_shared_words(local_core: Pyrit
 def test_hybrid_ranks_keyword_and_meaning_together(local_core: Pyrite) -> None:
     add_distractors(local_core)
     dogs = local_core.kbs.create_entry("notes", "Canine companions",
-                                       "Puppies need walks, chew toys and patient house training.")
-    kitten = local_core.kbs.create_entry("notes", "Kitten training", "Kittens learn to use a litter box quickly.")
-    answer = local_core.search.search("puppy training", mode="hybrid", limit=10)
+                                       "Puppies need walks, chew toys and patient dog training.")
+    # Both query words, buried in office filler: a keyword hit, far away by meaning.
+    words = filler(120, seed=3).split()
+    words[40:40] = ["dog"]
+    words[90:90] = ["training"]
+    memo = local_core.kbs.create_entry("notes", "Facilities memo", " ".join(words))
+    hounds = local_core.kbs.create_entry("notes", "Obedience school",
+                                         "Obedience classes teach hounds to sit, stay and heel on the leash.")
+    keyword = [r["id"] for r in local_core.search.search("dog training", mode="keyword")["results"]]
+    assert sorted(keyword) == sorted([dogs.id, memo.id])
+    semantic = [r["id"] for r in local_core.search.search("dog training", mode="semantic", limit=10)["results"]]
+    assert semantic[0] == dogs.id and semantic.index(hounds.id) < semantic.index(memo.id), semantic
+    answer = local_core.search.search("dog training", mode="hybrid", limit=10)
     assert answer["mode"] == "hybrid" and answer["pending"] == 0
     ids = [r["id"] for r in answer["results"]]
-    # The puppy entry matches by meaning and keyword ("training"); it ranks first,
-    # the keyword-only kitten entry next, and unrelated entries (if any) after.
-    assert ids[:2] == [dogs.id, kitten.id], answer["results"]
+    # Reciprocal rank fusion: first both ways ranks first; any keyword hit outranks
+    # entries found only by meaning, which follow in their semantic order.
+    assert ids[:2] == [dogs.id, memo.id], answer["results"]
+    assert ids[2:] == [i for i in semantic if i not in keyword]
     scores = [r["score"] for r in answer["results"]]
-    assert scores == sorted(scores, reverse=True)
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[1]
     # Default mode with vectors present is hybrid.
-    assert local_core.search.search("puppy training")["mode"] == "hybrid"
+    assert local_core.search.search("dog training")["mode"] == "hybrid"
 
 
 def test_search_wait_reads_its_own_writes(local_core: Pyrite) -> None:
@@ -134,10 +145,17 @@ def test_long_entry_is_found_by_its_last_chunk(local_core: Pyrite) -> None:
               "the crater and the magma chamber emptied in a violent eruption.")
     long_entry = local_core.kbs.create_entry("notes", "Minutes of the annual meeting",
                                              filler(1500, seed=2) + "\n\n" + ending)
+    # The control has the very same beginning (same first chunks) and a dull ending.
+    control = local_core.kbs.create_entry("notes", "Minutes of the annual meeting, copy",
+                                          filler(1500, seed=2) + "\n\nThe meeting was adjourned.")
     rowid = local_core.db.query("SELECT rowid FROM entries WHERE id = ?", (long_entry.id,))[0][0]
     n = local_core.db.query("SELECT count(*) FROM chunks WHERE entry_rowid = ?", (rowid,))[0][0]
     assert n >= 4  # the ending is far outside the first window
+    assert n == len(local_core.embedding.embedder.chunk(long_entry.embed_text()))
     assert local_core.embedding.embedder.chunk(long_entry.embed_text())[-1].endswith("violent eruption.")
-    answer = local_core.search.search("lava flowing from an erupting volcano", mode="semantic", limit=3)
+    answer = local_core.search.search("lava flowing from an erupting volcano", mode="semantic", limit=10)
+    scores = {r["id"]: r["score"] for r in answer["results"]}
     assert answer["results"][0]["id"] == long_entry.id, answer["results"]
-    assert answer["results"][0]["score"] > 0.4
+    assert scores[long_entry.id] > scores.get(control.id, 0.0) + 0.05, scores
+    # An entry appears once, scored by its best chunk.
+    assert len(scores) == len(answer["results"])

@@ -334,12 +334,17 @@ def test_claim_orders_by_queued_at_and_respects_limit(core: Pyrite) -> None:
 
 
 def test_claim_orders_expired_leases_with_pending_by_queued_at(core: Pyrite) -> None:
-    old, new = pending_entries(core, 2)
+    a, b, c = pending_entries(core, 3)
+    base = time.time() - 100
+    with core.db.write() as conn:  # queue order c, a, b: not rowid order
+        for n, r in enumerate((c, a, b)):
+            conn.execute("UPDATE embed_queue SET queued_at = ? WHERE entry_rowid = ?", (base + n, r))
     t = time.time() + 1
-    claim(core, "dead", now=t, limit=1, lease=5)  # takes `old`, the first queued
-    assert qrow(core, old)["status"] == "processing"
-    (item,) = claim(core, "w", now=t + 6, limit=1)
-    assert item.entry_rowid == old
+    (dead,) = claim(core, "dead", now=t, limit=1, lease=5)
+    assert dead.entry_rowid == c
+    # The dead worker's item was queued first: it comes before the pending ones.
+    assert [i.entry_rowid for i in claim(core, "w", now=t + 6, limit=1)] == [c]
+    assert [i.entry_rowid for i in claim(core, "w", now=t + 6, limit=1)] == [a]
 
 
 def test_claim_respects_kb(core: Pyrite) -> None:
@@ -456,6 +461,8 @@ def test_item_whose_worker_dies_every_time_ends_failed(pyrite_home: Any) -> None
         assert more == [] and row["status"] == "failed", (
             f"after 3 crashed attempts the item was claimed again: {row}")
         assert row["error"]
+        failed = [e for e in events.since(p.db.conn, 0) if e["type"] == "embed_failed"]
+        assert [e["entry_id"] for e in failed] == ["item-0"] and failed[0]["error"] == row["error"]
     finally:
         p.close()
 

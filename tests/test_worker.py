@@ -195,11 +195,13 @@ def test_failures_back_off_then_fail_with_error_kept(make_core: Callable[..., Py
     for n in range(1, max_attempts):
         result = worker.run_once(now=t)
         assert (result.claimed, result.retried, result.done, result.failed) == (2, 2, 0, 0)
-        lo, hi = t + base * 2 ** (n - 1) / 2, t + min(cap, base * 2 ** (n - 1))
+        delay = min(cap, base * 2 ** (n - 1))  # jittered into [delay/2, delay]
+        lo, hi = t + delay / 2, t + delay
         for r in rowids:
             row = qrow(core, r)
             assert row["status"] == "pending" and row["attempts"] == n
             assert row["error"] == "provider said 500"
+            assert row["lease_owner"] is None and row["lease_expires_at"] is None
             assert lo - 1e-6 <= row["run_after"] <= hi + 1e-6, (n, row["run_after"] - t)
         first_due = min(qrow(core, r)["run_after"] for r in rowids)
         assert worker.run_once(now=first_due - 0.01).claimed == 0  # not due yet
@@ -707,3 +709,40 @@ def test_embed_complete_events_have_monotonic_ids(make_core: Callable[..., Pyrit
     assert all(e["id"] > created[e["entry_id"]] for e in completes)
     last = completes[2]["id"]
     assert [e["id"] for e in events.since(core.db.conn, last)] == [i for i in ids if i > last]
+
+
+# -- an embedder whose chunking breaks ----------------------------------------------------------
+
+
+class BadChunker(FakeEmbedder):
+    """chunk() raises on one input: a tokenizer bug, say. Like an embed() bug, it must fail that item only."""
+
+    def chunk(self, text: str) -> list[str]:
+        if "POISON" in text:
+            raise ValueError("tokenizer exploded")
+        return super().chunk(text)
+
+
+def test_a_chunking_bug_fails_the_item_not_the_batch(make_core: Callable[..., Pyrite]) -> None:
+    core = make_core(BadChunker())
+    rowids = add(core, 3, bodies=["fine text", "a POISON text", "more fine text"])
+    worker = EmbeddingWorker(core.embedding)
+    t = future()
+    try:
+        result = worker.run_once(now=t)
+    except ValueError as exc:
+        rows = {r: qrow(core, r)["status"] for r in rowids}
+        pytest.fail(f"run_once raised {exc!r}; the batch is left {rows}, and a live worker's heartbeat "
+                    "renews those leases for as long as it runs")
+    assert result.done == 2
+    row = qrow(core, rowids[1])
+    assert row["status"] == "pending" and row["attempts"] == 1 and "tokenizer exploded" in row["error"]
+    assert [qrow(core, r)["status"] for r in (rowids[0], rowids[2])] == ["done", "done"]
+
+
+def test_a_chunking_bug_does_not_break_the_write(make_core: Callable[..., Pyrite]) -> None:
+    core = make_core(BadChunker())
+    # No worker: the write embeds synchronously. The entry is written whatever the embedder does.
+    entry = core.kbs.create_entry("notes", "Trouble", "a POISON text")
+    assert entry.embedding_status == "pending" and "tokenizer exploded" in (entry.embedding_error or "")
+    assert qrow(core, rowid_of(core, entry.id))["lease_owner"] is None

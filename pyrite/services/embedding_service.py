@@ -134,7 +134,7 @@ class EmbeddingService:
             return
         try:
             self.embed_rowids(rowids)
-        except EmbeddingError as exc:
+        except Exception as exc:
             # The write stands; the entry stays pending with the error, shown by status and the CLI.
             log.warning("could not embed now: %s", exc)
 
@@ -173,7 +173,21 @@ class EmbeddingService:
         if not items:
             return result
         try:
-            work, gone = self._load(items)
+            return self._process(items, result, now)
+        except EmbeddingError:
+            raise
+        except Exception as exc:  # a bug or a database error: count the attempt, never strand the batch
+            log.exception("embedding batch failed unexpectedly")
+            error = EmbeddingError(f"{type(exc).__name__}: {exc}")
+            by_rowid = {i.entry_rowid: i for i in items}
+            ids = dict(self.db.query(
+                f"SELECT rowid, id FROM entries WHERE rowid IN ({','.join('?' * len(items))})", list(by_rowid)))
+            self._record([(_Work(i, ids.get(i.entry_rowid, ""), []), error) for i in items], result, now)
+            return result
+
+    def _process(self, items: list[Claim], result: BatchResult, now: float | None) -> BatchResult:
+        try:
+            work, gone, broken = self._load(items)
         except ConfigError as exc:  # e.g. the model cannot be loaded: never burn attempts on it
             with self.db.write() as conn:
                 result.released += queue.release(conn, items, now=self._now(now), error=str(exc))
@@ -185,11 +199,12 @@ class EmbeddingService:
             with self.db.write() as conn:
                 for w in blank:
                     result.skipped += queue.skip(conn, w.item, now=self._now(now))
-        outcomes: list[tuple[_Work, np.ndarray | EmbeddingError]] = []
+        outcomes: list[tuple[_Work, np.ndarray | EmbeddingError]] = list(broken)
         try:
             self._embed_group(work, outcomes)
         except EmbeddingError as exc:
             # A provider-wide problem (misconfigured, rate limited): hand the batch back untouched.
+            self._record(broken, result, now)
             return self._release_all(work, exc, result, now)
         self._record(outcomes, result, now)
         return result
@@ -197,13 +212,18 @@ class EmbeddingService:
     def _now(self, now: float | None) -> float:
         return time.time() if now is None else now
 
-    def _load(self, items: list[Claim]) -> tuple[list[_Work], list[Claim]]:
-        """Read the claimed entries' texts; items whose entry is gone or whose text moved on are dropped."""
+    def _load(self, items: list[Claim]) -> tuple[list[_Work], list[Claim], list[tuple[_Work, EmbeddingError]]]:
+        """Read and chunk the claimed entries' texts.
+
+        Returns the work, the items whose entry is gone or whose text moved on
+        (dropped), and the items whose text could not be chunked (failed alone).
+        """
         by_rowid = {i.entry_rowid: i for i in items}
         rows = self.db.query(
             f"SELECT rowid, id, title, body FROM entries WHERE rowid IN ({','.join('?' * len(items))})",
             list(by_rowid))
         work: list[_Work] = []
+        broken: list[tuple[_Work, EmbeddingError]] = []
         found: set[int] = set()
         for rowid, entry_id, title, body in rows:
             item = by_rowid[rowid]
@@ -211,10 +231,17 @@ class EmbeddingService:
             if files.content_hash(text.encode("utf-8")) != item.content_hash:
                 continue  # superseded by a newer write, whose own queue row is already pending
             found.add(rowid)
-            chunks = self._chunk(text) if text else []
+            try:
+                chunks = self._chunk(text) if text else []
+            except (ConfigError, EmbeddingError):
+                raise
+            except Exception as exc:  # this text breaks the chunker: fail this item only
+                broken.append((_Work(item, entry_id, []),
+                               EmbeddingError(f"cannot chunk the text: {type(exc).__name__}: {exc}")))
+                continue
             work.append(_Work(item, entry_id, chunks))
         gone = [i for i in items if i.entry_rowid not in found]
-        return work, gone
+        return work, gone, broken
 
     def _embed_group(self, group: list[_Work], out: list[tuple[_Work, np.ndarray | EmbeddingError]]) -> None:
         """Embed a group's chunks; on an input-bound error, bisect so good items still succeed."""

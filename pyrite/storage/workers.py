@@ -38,12 +38,26 @@ def live(conn: Any, *, now: float, stale_after: float = STALE_AFTER_S) -> list[d
         "WHERE heartbeat >= ? ORDER BY started",
         (now - stale_after,),
     ).fetchall()
+    here = socket.gethostname()
     return [
         {"id": r[0], "pid": r[1], "host": r[2], "kind": r[3], "started": r[4],
          "heartbeat_age_s": round(now - r[5], 1), "model": r[6],
          "paused_for_s": round(r[8] - now, 1) if r[8] and r[8] > now else 0.0, "error": r[7]}
         for r in rows
+        # A fresh heartbeat from a process of this machine that no longer exists (kill -9) is no proof of life.
+        if r[2] != here or _pid_alive(r[1])
     ]
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def prune(conn: Any, *, now: float, stale_after: float = STALE_AFTER_S) -> int:
