@@ -44,8 +44,10 @@ class Progress:
     def __init__(self, total: int, *, enabled: bool = True) -> None:
         self.total = total
         self.done = 0
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
         self.started = time.perf_counter()
+        self._last_line = 0.0
 
     @property
     def elapsed(self) -> float:
@@ -58,11 +60,17 @@ class Progress:
             return
         rate = self.done / self.elapsed if self.elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * self.done / self.total) if self.total else width
-        bar = "#" * filled + "-" * (width - filled)
-        click.echo(f"\r[{bar}] {self.done}/{self.total}  {rate:.1f}/s  ETA {left:.0f}s ", nl=False, err=True)
+        status = f"{self.done}/{self.total}  {rate:.1f}/s  ETA {left:.0f}s"
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / self.total) if self.total else width
+            bar = "#" * filled + "-" * (width - filled)
+            click.echo(f"\r[{bar}] {status} ", nl=False, err=True)
+        elif time.perf_counter() - self._last_line >= 5.0 or self.done >= self.total:
+            # Not a terminal (a log file, CI): a plain line every few seconds.
+            self._last_line = time.perf_counter()
+            click.echo(f"embedded {status}", err=True)
 
     def finish(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             click.echo("", err=True)
