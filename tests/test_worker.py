@@ -650,7 +650,8 @@ def _fake_worker_row(core: Pyrite, heartbeat: float) -> None:
     with core.db.write() as conn:
         conn.execute(
             "INSERT INTO workers (id, pid, host, kind, started, heartbeat, model) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ("worker-elsewhere", os.getpid() + 1, socket.gethostname(), "worker", heartbeat, heartbeat, MODEL))
+            # Another machine: its pid cannot be checked from here, so the heartbeat alone decides.
+            ("worker-elsewhere", 4242, "another-host", "worker", heartbeat, heartbeat, MODEL))
 
 
 def test_no_worker_means_the_write_embeds_synchronously(make_core: Callable[..., Pyrite]) -> None:
