@@ -10,9 +10,8 @@ import numpy as np
 _WORD = re.compile(r"\S+")
 
 
-def word_windows(text: str, *, size: int, overlap: int) -> list[str]:
-    """Split text into windows of `size` words that overlap by `overlap` words, cut at word boundaries."""
-    spans = [m.span() for m in _WORD.finditer(text)]
+def span_windows(text: str, spans: list[tuple[int, int]], *, size: int, overlap: int) -> list[str]:
+    """Slices of text covering `size` consecutive spans (words or tokens), overlapping by `overlap` spans."""
     if len(spans) <= size:
         return [text]
     step = max(1, size - overlap)
@@ -23,6 +22,11 @@ def word_windows(text: str, *, size: int, overlap: int) -> list[str]:
         if start + size >= len(spans):
             break
     return out
+
+
+def word_windows(text: str, *, size: int, overlap: int) -> list[str]:
+    """Split text into windows of `size` words that overlap by `overlap` words, cut at word boundaries."""
+    return span_windows(text, [m.span() for m in _WORD.finditer(text)], size=size, overlap=overlap)
 
 
 class Embedder(ABC):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrite.embedders.base import Embedder, normalize
+from pyrite.embedders.base import Embedder, normalize, span_windows
 from pyrite.errors import ConfigError, EmbeddingError
 
 _MODELS: dict[str, Any] = {}
@@ -86,17 +86,7 @@ class LocalEmbedder(Embedder):
             return [text]
         enc = self._st.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                  truncation=False, verbose=False)
-        offsets = enc["offset_mapping"]
-        if len(offsets) <= window:
-            return [text]
-        step = window - CHUNK_OVERLAP_TOKENS
-        chunks = []
-        for start in range(0, len(offsets), step):
-            piece = offsets[start:start + window]
-            chunks.append(text[piece[0][0]:piece[-1][1]])
-            if start + window >= len(offsets):
-                break
-        return chunks
+        return span_windows(text, list(enc["offset_mapping"]), size=window, overlap=CHUNK_OVERLAP_TOKENS)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         self.load()

@@ -219,31 +219,23 @@ def requeue(
     bad = [s for s in statuses if s not in EMBED_STATUSES]
     if bad:
         raise ValueError(f"unknown status {bad[0]!r}")
-    where = [f"status IN ({','.join('?' for _ in statuses)})"]
-    params: list[Any] = list(statuses)
-    if kb is not None:
-        where.append("kb = ?")
-        params.append(kb)
-    sub = f"SELECT entry_rowid FROM embed_queue WHERE {' AND '.join(where)} ORDER BY queued_at"
-    if limit is not None:
-        sub += f" LIMIT {int(limit)}"
-    cur = conn.execute(
-        f"""UPDATE embed_queue SET status = 'pending', attempts = 0, error = NULL, run_after = ?,
-            queued_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-            WHERE entry_rowid IN ({sub})""",
-        [now, now, now, *params],
-    )
-    return cur.rowcount
+    return _set_pending(conn, f"status IN ({','.join('?' for _ in statuses)})", list(statuses),
+                        now=now, kb=kb, limit=limit)
 
 
 def requeue_missing(conn: Any, *, model: str, now: float, kb: str | None = None, limit: int | None = None) -> int:
-    """Queue entries whose work is finished but not with `model` (done with another model, or failed)."""
-    where = ["(status = 'done' AND (model IS NULL OR model != ?))"]
-    params: list[Any] = [model]
+    """Queue entries whose work is done, but not with `model` (their vectors are of another model)."""
+    return _set_pending(conn, "status = 'done' AND (model IS NULL OR model != ?)", [model],
+                        now=now, kb=kb, limit=limit)
+
+
+def _set_pending(conn: Any, condition: str, params: list[Any], *, now: float, kb: str | None,
+                 limit: int | None) -> int:
+    """Reset the rows matching condition (oldest first, at most limit) to pending with fresh attempts."""
     if kb is not None:
-        where.append("kb = ?")
-        params.append(kb)
-    sub = f"SELECT entry_rowid FROM embed_queue WHERE {' AND '.join(where)} ORDER BY queued_at"
+        condition += " AND kb = ?"
+        params = [*params, kb]
+    sub = f"SELECT entry_rowid FROM embed_queue WHERE {condition} ORDER BY queued_at"
     if limit is not None:
         sub += f" LIMIT {int(limit)}"
     cur = conn.execute(
