@@ -1,6 +1,6 @@
 """Load: 50 concurrent clients writing to a real `pyrite serve` (hash embedder, to keep it fast).
 
-The issue asks for 10 seconds of load; by default this runs 5 (PYRITE_LOAD_SECONDS=10 for the full run).
+The issue asks for 10 seconds of load, and that is the default (PYRITE_LOAD_SECONDS overrides it).
 Every write must answer 2xx, SQLite contention must never surface ('database is locked'), and every
 entry written must end embedded ('done').
 """
@@ -23,7 +23,7 @@ from tests.conftest import pyrite_cmd
 
 pytestmark = pytest.mark.slow
 CLIENTS = 50
-LOAD_SECONDS = float(os.environ.get("PYRITE_LOAD_SECONDS", "5"))
+LOAD_SECONDS = float(os.environ.get("PYRITE_LOAD_SECONDS", "10"))
 DRAIN_TIMEOUT_S = 60.0
 
 
