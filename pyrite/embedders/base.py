@@ -51,6 +51,8 @@ class Embedder(ABC):
 
     def chunk(self, text: str) -> list[str]:
         """Pieces of text that each fit the model's input window (default: 200 words, 40 overlap)."""
+        if len(text.split(None, 200)) <= 200:  # the common short text, without the regex pass
+            return [text]
         return word_windows(text, size=200, overlap=40)
 
     def load(self) -> None:

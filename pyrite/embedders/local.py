@@ -41,6 +41,9 @@ def load_model(model: str) -> Any:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            # Idle OpenMP threads otherwise spin and steal the cores the work needs (4-5x at batch 1
+            # on a busy 2-core machine; see docs/benchmarks.md).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
 

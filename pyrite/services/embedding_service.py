@@ -304,10 +304,12 @@ class EmbeddingService:
         s = self.settings
         with self.db.write() as conn:
             t = self._now(now)
+            for dim in {int(o.shape[1]) for _, o in outcomes if isinstance(o, np.ndarray)}:
+                vectors.ensure_table(conn, dim)  # once per batch, not per item
             for w, outcome in outcomes:
                 if isinstance(outcome, np.ndarray):
                     if queue.complete(conn, w.item, model=model, now=t):
-                        vectors.replace(conn, w.item.entry_rowid, w.item.kb, model, outcome)
+                        vectors.replace(conn, w.item.entry_rowid, w.item.kb, model, outcome, ensure=False)
                         events.append(conn, "embed_complete", kb=w.item.kb, entry_id=w.entry_id, model=model, now=t)
                         result.done += 1
                     else:

@@ -69,11 +69,14 @@ def delete_entries(conn: Any, entry_rowids: Sequence[int]) -> None:
             conn.execute("DELETE FROM chunks WHERE entry_rowid = ?", (rowid,))
 
 
-def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarray) -> int:
-    """Make `vectors` (one per chunk, already checked) the entry's only vectors; return how many."""
+def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarray, *, ensure: bool = True) -> int:
+    """Make `vectors` (one per chunk, already checked) the entry's only vectors; return how many.
+
+    ensure=False skips creating the table, for callers that did it once for a whole batch.
+    """
     delete_entries(conn, [entry_rowid])
     dim = int(vectors.shape[1])
-    name = ensure_table(conn, dim)
+    name = ensure_table(conn, dim) if ensure else table_name(dim)
     for seq, vec in enumerate(vectors):
         cur = conn.execute(
             "INSERT INTO chunks (entry_rowid, seq, model, dim) VALUES (?, ?, ?, ?)",
