@@ -34,6 +34,13 @@ async def _call(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: 
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+async def _write(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a core write off the event loop, then push its event to WebSocket clients at once."""
+    result = await run_in_threadpool(fn, *args, **kwargs)
+    request.app.state.hub.poke()
+    return result
+
+
 def _path_ids(request: Request) -> tuple[str, str]:
     kb = check_kb_name(request.path_params["kb"])
     return kb, check_entry_id(request.path_params["entry_id"])
@@ -76,7 +83,7 @@ async def list_entries(request: Request) -> JSONResponse:
 
 async def create_entry(request: Request) -> JSONResponse:
     data = await json_object(request, ENTRY_FIELDS, required=("kb", "title"))
-    entry = await _call(
+    entry = await _write(
         request, _core(request).kbs.create_entry, data["kb"], data["title"], data.get("body") or "",
         tags=data.get("tags") or [], type=data.get("type") or "note", meta=data.get("meta"))
     return JSONResponse(entry.to_dict(), status_code=201)
@@ -91,14 +98,14 @@ async def get_entry(request: Request) -> JSONResponse:
 async def update_entry(request: Request) -> JSONResponse:
     kb, entry_id = _path_ids(request)
     data = await json_object(request, PATCH_FIELDS)
-    entry = await _call(request, _core(request).kbs.update_entry, kb, entry_id, title=data.get("title"),
+    entry = await _write(request, _core(request).kbs.update_entry, kb, entry_id, title=data.get("title"),
                         body=data.get("body"), tags=data.get("tags"), type=data.get("type"), meta=data.get("meta"))
     return JSONResponse(entry.to_dict())
 
 
 async def delete_entry(request: Request) -> JSONResponse:
     kb, entry_id = _path_ids(request)
-    await _call(request, _core(request).kbs.delete_entry, kb, entry_id)
+    await _write(request, _core(request).kbs.delete_entry, kb, entry_id)
     return JSONResponse({"deleted": {"kb": kb, "id": entry_id}})
 
 
