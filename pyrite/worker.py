@@ -14,7 +14,7 @@ from pyrite.services.embedding_service import BatchResult, EmbeddingService, new
 from pyrite.storage import events, queue, workers
 
 log = logging.getLogger("pyrite.worker")
-POLL_INTERVAL_S = 1.0  # how soon writes from other processes are noticed
+POLL_INTERVAL_S = 0.25  # how soon writes from other processes are noticed (an idle claim costs ~0.1 ms)
 MISCONFIGURED_PAUSE_S = 30.0
 MAINTENANCE_EVERY_S = 30.0
 
