@@ -37,13 +37,19 @@ def settings_options(fn: F) -> F:
     return fn
 
 
+def settings_loader(ctx: click.Context) -> Callable[[], Settings]:
+    """A callable that resolves this invocation's settings afresh: flag > env > config.yaml > default."""
+    obj = ctx.find_root().obj
+    home = Path(obj["home"]) if obj.get("home") else None
+    flags = obj["flags"]
+    return lambda: load_settings(home, **flags)
+
+
 def get_settings(ctx: click.Context) -> Settings:
-    """The process's settings, resolved once: flag > env > config.yaml > default."""
-    root = ctx.find_root()
-    obj = root.obj
+    """The process's settings, resolved once."""
+    obj = ctx.find_root().obj
     if "settings" not in obj:
-        home = Path(obj["home"]) if obj.get("home") else None
-        obj["settings"] = load_settings(home, **obj["flags"])
+        obj["settings"] = settings_loader(ctx)()
     return obj["settings"]
 
 
@@ -53,9 +59,7 @@ def get_core(ctx: click.Context) -> Any:
     if "core" not in root.obj:
         from pyrite.core import Pyrite  # kept out of `pyrite --help`: opening it touches the database
 
-        home = Path(root.obj["home"]) if root.obj.get("home") else None
-        flags = root.obj["flags"]
-        core = Pyrite(get_settings(ctx), reload=lambda: load_settings(home, **flags))
+        core = Pyrite(get_settings(ctx), reload=settings_loader(ctx))
         root.obj["core"] = core
         root.call_on_close(core.close)
     return root.obj["core"]

@@ -6,14 +6,12 @@ import contextlib
 import ipaddress
 import logging
 import time
-from pathlib import Path
 from typing import Iterator
 
 import click
 
-from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings
+from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings, settings_loader
 from pyrite.cli.running import run_worker
-from pyrite.config import load_settings
 from pyrite.worker import EmbeddingWorker
 
 
@@ -89,9 +87,7 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
 
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = ctx.find_root().obj
-    home = Path(root["home"]) if root.get("home") else None
-    app = create_app(settings, worker=not no_worker, reload=lambda: load_settings(home, **root["flags"]))
+    app = create_app(settings, worker=not no_worker, reload=settings_loader(ctx))
     click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
                f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",

@@ -265,8 +265,9 @@ class KBService:
             "tags": None if tags is None else _check_tags(tags),
             "type": None if type is None else _check_type(type),
         }
-        meta_changes = None if meta is None else _check_meta({k: v for k, v in meta.items() if v is not None}
-                                                             ) | {k: None for k, v in meta.items() if v is None}
+        # A None value drops the key; the others are checked like new meta.
+        meta_set = _check_meta({k: v for k, v in (meta or {}).items() if v is not None})
+        meta_drop = [k for k, v in (meta or {}).items() if v is None]
         with self.db.write() as conn:
             try:
                 old = path.read_bytes()
@@ -280,12 +281,9 @@ class KBService:
             for key, value in changes.items():
                 if value is not None:
                     setattr(entry, key, value)
-            if meta_changes:
-                for key, value in meta_changes.items():
-                    if value is None:
-                        entry.meta.pop(key, None)
-                    else:
-                        entry.meta[key] = value
+            entry.meta.update(meta_set)
+            for key in meta_drop:
+                entry.meta.pop(key, None)
             entry.updated = now_iso()
             data = files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
             st = files.write_atomic(path, data)

@@ -96,14 +96,19 @@ class SearchService:
     # -- modes ---------------------------------------------------------------------
 
     def _keyword(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
+        rows = self._fts_ranked(query, kb, limit)
+        # Significant digits, not decimals: bm25 of a common word is tiny but still ranks.
+        return [self._result(r, score=float(f"{-r['rank']:.6g}"), snippet=r["snip"]) for r in rows]
+
+    def _fts_ranked(self, query: str, kb: str | None, limit: int) -> list[Any]:
+        """bm25-ranked rows having every word of query, or else any of them."""
         match = fts_query(query)
         if match is None:
             return []
         rows = self._fts(match, kb, limit)
         if not rows and " " in match:
             rows = self._fts(fts_query(query, any_term=True) or match, kb, limit)
-        # Significant digits, not decimals: bm25 of a common word is tiny but still ranks.
-        return [self._result(r, score=float(f"{-r['rank']:.6g}"), snippet=r["snip"]) for r in rows]
+        return rows
 
     def _fts(self, match: str, kb: str | None, limit: int) -> list[Any]:
         sql = (
@@ -136,10 +141,7 @@ class SearchService:
 
     def _hybrid(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
         depth = min(LIMIT_MAX, max(limit * 3, 30))
-        match = fts_query(query)
-        keyword = self._fts(match, kb, depth) if match else []
-        if match and not keyword and " " in match:
-            keyword = self._fts(fts_query(query, any_term=True) or match, kb, depth)
+        keyword = self._fts_ranked(query, kb, depth)
         semantic = self._semantic_hits(query, kb, depth)
         scores: dict[int, float] = {}
         snippets: dict[int, str] = {}

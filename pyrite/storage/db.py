@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from contextlib import contextmanager
@@ -34,8 +35,9 @@ VEC_HELP = (
 )
 
 
+@functools.cache
 def _probe_vec() -> str | None:
-    """None if sqlite-vec loads in this driver, else the reason it does not."""
+    """None if sqlite-vec loads in this driver, else the reason it does not (probed once, on first use)."""
     if sqlite_vec is None:
         return "the sqlite-vec package is not installed"
     conn = sqlite3.connect(":memory:")
@@ -50,8 +52,6 @@ def _probe_vec() -> str | None:
         conn.close()
     return None
 
-
-_VEC_PROBLEM: str | None = _probe_vec()
 
 
 class Database:
@@ -73,12 +73,13 @@ class Database:
     @property
     def vec_available(self) -> bool:
         """True when sqlite-vec is loaded into this database's connections."""
-        return _VEC_PROBLEM is None
+        return _probe_vec() is None
 
     @property
     def vec_problem(self) -> str | None:
         """Why vectors are unavailable, with how to fix it; None when they work."""
-        return None if _VEC_PROBLEM is None else f"{_VEC_PROBLEM}; {VEC_HELP}"
+        problem = _probe_vec()
+        return None if problem is None else f"{problem}; {VEC_HELP}"
 
     def connect(self) -> Connection:
         """A new connection with pyrite's pragmas, in autocommit mode (transactions are explicit)."""
@@ -95,7 +96,7 @@ class Database:
         conn.execute("pragma foreign_keys = ON")
         # Long-running processes checkpoint from their worker instead of inside a user's commit.
         conn.execute(f"pragma wal_autocheckpoint = {1000 if self.autocheckpoint else 0}")
-        if _VEC_PROBLEM is None:
+        if _probe_vec() is None:
             conn.enable_load_extension(True)
             sqlite_vec.load(conn)
             conn.enable_load_extension(False)
