@@ -1,0 +1,561 @@
+#!/usr/bin/env python3
+"""Scale benchmarks of pyrite on a realistic generated KB (scripts/corpus.py) of N entries, per N.
+
+For each size N (default 1,000, 10,000 and 100,000):
+
+a. generate N entries into a KB folder (not timed in the build rate) and register the KB;
+   a second, small KB ("other", 1% of N, at least 200 entries) shares the index so the KB
+   filter of searches has something to exclude;
+b. ``pyrite index build --kb bench --no-embed`` in a subprocess: wall time, files/s, and the peak
+   RSS of that process (its own ru_maxrss from wait4, cross-checked with /proc VmHWM);
+c. ``pyrite index sync --kb bench --no-embed`` with nothing changed (wall seconds, median of runs);
+d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 s from /proc, reported
+   at 10%, 50% and 90% of the drain (by ``embed_queue`` counts read in a separate read-only SQLite
+   connection) and at its peak; items/s over the whole run and over the 10%-90% stretch;
+e. in-process search latency: ``Pyrite(settings).search.search(q, kb=..., mode=m, limit=10)`` for
+   keyword, semantic and hybrid over generated queries (10 warm-up queries first), median and p99;
+   semantic with kb=None (all KBs) too;
+f. recall@10 of semantic search against an exact cosine search computed here, independently of
+   pyrite's vector storage: every entry's embed_text(title, body) is chunked and embedded with the
+   same embedder; an entry's score is its best chunk's cosine; numpy gives the exact top 10. A pyrite
+   hit counts as correct when its exact score is >= the exact 10th best score - 1e-6 (ties at rank
+   10). Recall is given for kb=bench (the KB filter) and kb=None. The exact numpy search time per
+   query (matrix product over all chunk vectors of the KB, best chunk per entry, top 10) is the
+   reference beside pyrite's semantic latency.
+
+Default embedder: the fast deterministic provider ``hash`` with model ``dense-384`` (each word a fixed
+random 384-d direction, so vectors look dense like a real model's). ``--real-model`` switches to the
+local MiniLM provider (use small sizes: 1,000-2,000). Every home (PYRITE_HOME) lives in a temporary
+folder that is removed at the end. The machine's file cache is warm for the build (the files were
+just written).
+
+    .venv/bin/python scripts/bench_scale.py --sizes 1000,10000 --json /tmp/scale.json
+    .venv/bin/python scripts/bench_scale.py                                   # 1k, 10k and 100k
+    .venv/bin/python scripts/bench_scale.py --sizes 1000 --real-model --queries 100
+    .venv/bin/python scripts/bench_scale.py --sizes 100000 --batch-size 100 --queries 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import (  # noqa: E402  (also removes PYRITE_* from the environment)
+    child_env, machine_info, md_table, percentile, pyrite_argv, summary_ms, write_json,
+)
+from corpus import generate, queries, write_corpus  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from pyrite.config import load_settings  # noqa: E402
+from pyrite.core import Pyrite  # noqa: E402
+from pyrite.embedders import create_embedder  # noqa: E402
+from pyrite.models import embed_text  # noqa: E402
+
+KB = "bench"
+OTHER = "other"
+MODES = ("keyword", "semantic", "hybrid")
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# subprocesses: wall time, exit status, own peak RSS, and samples of /proc while they run
+# --------------------------------------------------------------------------------------
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a live process, in kB ({} once it is gone)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 0.1, timeout: float = 3600.0,
+                 probe: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the pyrite CLI; return wall seconds, stdout, stderr tail, peak RSS (wait4) and /proc samples.
+
+    The child is reaped with os.wait4, whose rusage is that child's alone (not the cumulative maximum of
+    every child, as RUSAGE_CHILDREN would be). A thread samples /proc/PID/status (and `probe`, if given)
+    every `interval` seconds. Raises with the child's stderr if it exits non-zero.
+    """
+    argv = pyrite_argv(*args)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        samples: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                st = proc_status_kb(proc.pid)
+                if st:
+                    row: dict[str, Any] = {"t": round(time.perf_counter() - t0, 3), "rss_kb": st.get("VmRSS"),
+                                           "hwm_kb": st.get("VmHWM")}
+                    if probe is not None:
+                        try:
+                            row.update(probe())
+                        except sqlite3.Error as exc:  # a busy moment: skip this sample's counts
+                            row["probe_error"] = str(exc)
+                    samples.append(row)
+                if stop.wait(interval):
+                    break
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        killer = threading.Timer(timeout, lambda: proc.kill())
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        sampler.join()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"pyrite {' '.join(args)} exited {proc.returncode} after {seconds:.1f}s:\n"
+                           f"{stderr[-3000:]}")
+    hwm = [s["hwm_kb"] for s in samples if s.get("hwm_kb")]
+    return {"seconds": seconds, "stdout": stdout, "stderr_tail": stderr[-2000:],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # kB on Linux
+            "last_hwm_mb": round(max(hwm) / 1024, 1) if hwm else None,
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "samples": samples}
+
+
+def queue_counts(db_path: Path) -> Callable[[], dict[str, Any]]:
+    """A probe reading embed_queue counts per status through its own read-only connection."""
+    conn: list[sqlite3.Connection] = []
+
+    def probe() -> dict[str, Any]:
+        if not conn:
+            c = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+            c.execute("PRAGMA busy_timeout = 5000")
+            conn.append(c)
+        counts = dict(conn[0].execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
+        return {"counts": counts}
+
+    return probe
+
+
+def status_counts(db_path: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
+
+
+# --------------------------------------------------------------------------------------
+# the steps
+# --------------------------------------------------------------------------------------
+
+
+def worker_figures(run: dict[str, Any], total: int, done_before: int) -> dict[str, Any]:
+    """RSS at 10/50/90% of the drain, peak, and drain rates from the worker's samples."""
+    rows = []
+    for s in run["samples"]:
+        counts = s.get("counts")
+        if counts is None or not s.get("rss_kb"):
+            continue
+        finished = sum(counts.get(k, 0) for k in ("done", "failed", "skipped")) - done_before
+        rows.append((s["t"], finished, s["rss_kb"] / 1024))
+    out: dict[str, Any] = {"samples": len(rows)}
+    points = {}
+    for frac in (0.1, 0.5, 0.9):
+        hit = next((r for r in rows if r[1] >= frac * total), None)
+        points[frac] = hit
+        out[f"rss_at_{int(frac * 100)}pct_mb"] = round(hit[2], 1) if hit else None
+    out["rss_first_sample_mb"] = round(rows[0][2], 1) if rows else None
+    out["rss_max_sampled_mb"] = round(max(r[2] for r in rows), 1) if rows else None
+    p10, p90 = points[0.1], points[0.9]
+    if p10 and p90 and p90[0] > p10[0]:
+        out["items_per_s_10_90"] = round((p90[1] - p10[1]) / (p90[0] - p10[0]), 1)
+    else:
+        out["items_per_s_10_90"] = None
+    if out["rss_at_10pct_mb"] and out["rss_at_90pct_mb"]:
+        out["rss_growth_10_to_90_mb"] = round(out["rss_at_90pct_mb"] - out["rss_at_10pct_mb"], 1)
+    return out
+
+
+def exact_index(settings: Any, kbs: list[tuple[str, int, int]]) -> dict[str, Any]:
+    """Chunk vectors of every entry, embedded here: (kb, n, seed) per KB, in that order.
+
+    Returns the matrix (float32, unit rows), each chunk's entry, the first chunk of each entry, and the
+    entries' (kb, id) keys; entries of a KB are contiguous.
+    """
+    embedder = create_embedder(settings)
+    embedder.load()
+    keys: list[tuple[str, str]] = []
+    starts: list[int] = []
+    parts: list[np.ndarray] = []
+    pending: list[str] = []
+    n_chunks = 0
+    batch = 512 if settings.embed_provider == "hash" else 64
+    kb_ranges: dict[str, tuple[int, int]] = {}
+    t0 = time.perf_counter()
+
+    def flush() -> None:
+        if pending:
+            parts.append(np.asarray(embedder.embed(list(pending)), dtype=np.float32))
+            pending.clear()
+
+    for kb, n, seed in kbs:
+        first = len(keys)
+        for i, entry in enumerate(generate(n, seed)):
+            chunks = embedder.chunk(embed_text(entry["title"], entry["body"]))
+            keys.append((kb, entry["id"]))
+            starts.append(n_chunks)
+            n_chunks += len(chunks)
+            pending.extend(chunks)
+            if len(pending) >= batch:
+                flush()
+            if (i + 1) % 20000 == 0:
+                log(f"  exact vectors: {kb} {i + 1:,}/{n:,} entries, {n_chunks:,} chunks")
+        kb_ranges[kb] = (first, len(keys))
+    flush()
+    matrix = np.concatenate(parts) if parts else np.zeros((0, embedder.dimension or 1), np.float32)
+    parts.clear()
+    assert matrix.shape[0] == n_chunks, (matrix.shape, n_chunks)
+    return {"matrix": matrix, "starts": np.asarray(starts, dtype=np.int64), "keys": keys,
+            "index": {k: i for i, k in enumerate(keys)}, "kb_ranges": kb_ranges, "embedder": embedder,
+            "seconds": time.perf_counter() - t0}
+
+
+def exact_scores(ex: dict[str, Any], qvec: np.ndarray, kb: str | None) -> np.ndarray:
+    """Best-chunk cosine of every entry of kb (all entries for None), in entry order of that range."""
+    starts = ex["starts"]
+    if kb is None:
+        lo, hi = 0, len(ex["keys"])
+    else:
+        lo, hi = ex["kb_ranges"][kb]
+    c_lo = int(starts[lo])
+    c_hi = int(starts[hi]) if hi < len(starts) else ex["matrix"].shape[0]
+    chunk_scores = ex["matrix"][c_lo:c_hi] @ qvec
+    return np.maximum.reduceat(chunk_scores, starts[lo:hi] - c_lo)
+
+
+def top10(scores: np.ndarray, k: int = 10) -> np.ndarray:
+    if len(scores) <= k:
+        return np.argsort(-scores)
+    part = np.argpartition(-scores, k)[:k]
+    return part[np.argsort(-scores[part])]
+
+
+def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Latency per mode (kb=bench) and semantic over all KBs; recall@10 against the exact search."""
+    runs = [(m, KB) for m in MODES] + [("semantic", None)]
+    for q in qs[:10]:  # warm-up
+        for mode, kb in runs:
+            core.search.search(q, kb=kb, mode=mode, limit=10)
+    times: dict[str, list[float]] = {f"{m}:{kb or 'all'}": [] for m, kb in runs}
+    counts: dict[str, list[int]] = {k: [] for k in times}
+    fallbacks: dict[str, int] = {k: 0 for k in times}
+    errors: dict[str, list[str]] = {k: [] for k in times}
+    wrong_kb = 0
+    got: dict[str, list[list[dict[str, Any]]]] = {"semantic:bench": [], "semantic:all": []}
+    for i, q in enumerate(qs):
+        order = runs[i % len(runs):] + runs[:i % len(runs)]  # rotate: no mode always runs first
+        for mode, kb in order:
+            name = f"{mode}:{kb or 'all'}"
+            t0 = time.perf_counter()
+            try:
+                res = core.search.search(q, kb=kb, mode=mode, limit=10)
+            except Exception as exc:  # report, keep going: pyrite may be changing underneath
+                errors[name].append(f"{type(exc).__name__}: {exc}")
+                if name in got:
+                    got[name].append([])
+                continue
+            times[name].append(time.perf_counter() - t0)
+            counts[name].append(len(res["results"]))
+            if res["mode"] != mode:
+                fallbacks[name] += 1
+            if kb is not None:
+                wrong_kb += sum(1 for r in res["results"] if r["kb"] != kb)
+            if name in got:
+                got[name].append(res["results"] if res["mode"] == mode else [])
+    out: dict[str, Any] = {}
+    for name in times:
+        s = summary_ms(times[name]) if times[name] else {}
+        s["mean_results"] = round(statistics.fmean(counts[name]), 2) if counts[name] else 0
+        s["fell_back_to_keyword"] = fallbacks[name]
+        s["errors"] = len(errors[name])
+        if errors[name]:
+            s["first_error"] = errors[name][0][:500]
+        out[name] = s
+    out["results_from_other_kbs_with_kb_filter"] = wrong_kb
+
+    # Exact search: recall@10 of pyrite's semantic results, and the numpy time per query.
+    embedder = ex["embedder"]
+    exact_ms: list[float] = []
+    for name, kb in (("semantic:bench", KB), ("semantic:all", None)):
+        recalls, strict, score_err = [], [], []
+        lo = 0 if kb is None else ex["kb_ranges"][kb][0]
+        for q, results in zip(qs, got[name]):
+            qvec = np.asarray(embedder.embed([q])[0], dtype=np.float32)
+            t0 = time.perf_counter()
+            scores = exact_scores(ex, qvec, kb)
+            best = top10(scores)
+            if kb == KB:
+                exact_ms.append((time.perf_counter() - t0) * 1000)
+            tenth = float(scores[best[-1]]) if len(best) else float("-inf")
+            best_keys = {ex["keys"][lo + int(j)] for j in best}
+            ok = exact = 0
+            for r in results[:10]:
+                idx = ex["index"].get((r["kb"], r["id"]))
+                if idx is None or not (0 <= idx - lo < len(scores)):
+                    continue  # not an entry of this range: wrong
+                s = float(scores[idx - lo])
+                score_err.append(abs(s - float(r["score"])))
+                if s >= tenth - 1e-6:
+                    ok += 1
+                if (r["kb"], r["id"]) in best_keys:
+                    exact += 1
+            k = min(10, len(best))
+            recalls.append(ok / k if k else 1.0)
+            strict.append(exact / k if k else 1.0)
+        out[name]["recall_at_10"] = round(statistics.fmean(recalls), 4) if recalls else None
+        out[name]["recall_at_10_strict_ids"] = round(statistics.fmean(strict), 4) if strict else None
+        out[name]["min_recall_at_10"] = round(min(recalls), 2) if recalls else None
+        out[name]["max_abs_score_diff_vs_exact"] = round(max(score_err), 5) if score_err else None
+    out["exact_numpy"] = {"median_ms": round(statistics.median(exact_ms), 3),
+                          "p99_ms": round(percentile(exact_ms, 99), 3), "chunks": int(ex["matrix"].shape[0])}
+    return out
+
+
+def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"pyrite-bench-scale-{n}-", dir=args.tmp))
+    started = time.perf_counter()
+    try:
+        return _bench_size(n, args, tmp) | {"total_s": round(time.perf_counter() - started, 1)}
+    finally:
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    home, folder, other_folder = tmp / "home", tmp / "kb", tmp / "other"
+    provider, model = ("local", "all-MiniLM-L6-v2") if args.real_model else ("hash", "dense-384")
+    settings = load_settings(home, embed_provider=provider, embed_model=model, embed_batch_size=args.batch_size)
+    env = child_env(home, PYRITE_EMBED_PROVIDER=provider, PYRITE_EMBED_MODEL=model,
+                    PYRITE_EMBED_BATCH_SIZE=str(args.batch_size))
+    n_other = max(200, n // 100)
+    result: dict[str, Any] = {"n": n, "n_other_kb": n_other, "provider": provider, "model": model,
+                              "batch_size": args.batch_size, "seed": args.seed}
+
+    # a. the corpus, and the KB registered while its folder is empty (so nothing is indexed yet)
+    core = Pyrite(settings)
+    core.kbs.create_kb(KB, folder)
+    core.close()
+    log(f"N={n:,}: writing the corpus into {folder} ...")
+    result["corpus"] = write_corpus(n, folder, args.seed)
+    c = result["corpus"]
+    log(f"  {n:,} files, {c['words']:,} words (median {c['median_words']}, p95 {c['p95_words']}, "
+        f"{c['long_entries_400_plus']} of 400+), generated in {c['generate_s']}s + files written in "
+        f"{c['write_files_s']}s")
+
+    # b. index build in a subprocess
+    log("  pyrite index build --no-embed ...")
+    run = run_measured(["index", "build", "--kb", KB, "--no-embed", "--format", "json"], env,
+                       interval=0.2, timeout=args.timeout)
+    info = json.loads(run["stdout"])
+    rep = info["reports"][0]
+    if rep["added"] != n or rep["errors"]:
+        raise RuntimeError(f"build indexed {rep['added']} of {n} files; errors: {rep['errors'][:5]}")
+    result["build"] = {"wall_s": round(run["seconds"], 3), "cli_reported_s": info["seconds"],
+                       "files_per_s": round(n / run["seconds"], 1), "peak_rss_mb": run["peak_rss_mb"],
+                       "proc_vmhwm_mb": run["last_hwm_mb"], "cpu_s": run["cpu_s"]}
+    log(f"  build: {run['seconds']:.2f}s ({n / run['seconds']:,.0f} files/s), peak RSS {run['peak_rss_mb']} MB")
+
+    # c. sync with nothing changed
+    sync_s: list[float] = []
+    for _ in range(args.sync_repeat):
+        run = run_measured(["index", "sync", "--kb", KB, "--no-embed", "--format", "json"], env,
+                           interval=0.2, timeout=args.timeout)
+        rep = json.loads(run["stdout"])["reports"][0]
+        if rep["unchanged"] != n or rep["added"] or rep["updated"] or rep["removed"]:
+            raise RuntimeError(f"sync of an unchanged KB reported {rep}")
+        sync_s.append(run["seconds"])
+    result["sync"] = {"median_s": round(statistics.median(sync_s), 3), "runs_s": [round(s, 3) for s in sync_s],
+                      "peak_rss_mb": run["peak_rss_mb"]}
+    log(f"  sync (unchanged): {', '.join(f'{s:.2f}s' for s in sync_s)}")
+
+    # the second KB, indexed in process (not measured)
+    write_corpus(n_other, other_folder, args.seed + 1)
+    core = Pyrite(settings)
+    core.kbs.create_kb(OTHER, other_folder)
+    core.kbs.build(OTHER)
+    core.close()
+
+    # d. the worker fills the vectors
+    counts = status_counts(settings.db_path)
+    total = counts.get("pending", 0)
+    done_before = sum(counts.get(k, 0) for k in ("done", "failed", "skipped"))
+    log(f"  pyrite worker --until-empty over {total:,} queued entries (batch size {args.batch_size}) ...")
+    run = run_measured(["worker", "--until-empty"], env, interval=0.5, timeout=args.timeout,
+                       probe=queue_counts(settings.db_path))
+    after = status_counts(settings.db_path)
+    wf = worker_figures(run, total, done_before)
+    result["worker"] = {"items": total, "wall_s": round(run["seconds"], 2),
+                        "items_per_s": round(total / run["seconds"], 1), "peak_rss_mb": run["peak_rss_mb"],
+                        "cpu_s": run["cpu_s"], "counts_after": after, **wf}
+    if after.get("pending") or after.get("processing") or after.get("failed"):
+        log(f"  WARNING: queue after the worker: {after}; worker stderr:\n{run['stderr_tail']}")
+    db_files = [settings.db_path, Path(str(settings.db_path) + "-wal")]
+    result["index_db_mb"] = round(sum(p.stat().st_size for p in db_files if p.exists()) / 2**20, 1)
+    log(f"  worker: {run['seconds']:.1f}s ({total / run['seconds']:,.0f} items/s), RSS 10/50/90% "
+        f"{wf['rss_at_10pct_mb']}/{wf['rss_at_50pct_mb']}/{wf['rss_at_90pct_mb']} MB, peak {run['peak_rss_mb']} MB")
+
+    # f (first half). the exact vectors, embedded here from the generated texts
+    log("  exact vectors for the reference search ...")
+    ex = exact_index(settings, [(KB, n, args.seed), (OTHER, n_other, args.seed + 1)])
+    result["exact_vectors"] = {"chunks": int(ex["matrix"].shape[0]), "seconds": round(ex["seconds"], 1),
+                               "matrix_mb": round(ex["matrix"].nbytes / 2**20, 1)}
+    log(f"  {ex['matrix'].shape[0]:,} chunks embedded in {ex['seconds']:.1f}s")
+
+    # e + f. search latency and recall
+    qs = list(queries(args.queries, args.seed, n_entries=n))
+    log(f"  searching {len(qs)} queries x (keyword, semantic, hybrid, semantic all KBs) ...")
+    core = Pyrite(settings)
+    try:
+        result["search"] = bench_search(core, qs, ex, args)
+    finally:
+        core.close()
+    s = result["search"]
+    log(f"  semantic median {s['semantic:bench'].get('median_ms')} ms, recall@10 "
+        f"{s['semantic:bench']['recall_at_10']}, exact numpy {s['exact_numpy']['median_ms']} ms")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------
+
+
+def table_rows(r: dict[str, Any]) -> list[list[Any]]:
+    b, w, s = r["build"], r["worker"], r["search"]
+
+    def ms(name: str, key: str) -> Any:
+        v = s[name].get(key)
+        return "error" if v is None else v
+
+    rows = [
+        ["build files/s (subprocess wall)", b["files_per_s"]],
+        ["build peak RSS MB", b["peak_rss_mb"]],
+        ["sync unchanged s (median)", r["sync"]["median_s"]],
+        [f"worker items/s (whole run; batch {r['batch_size']})", w["items_per_s"]],
+        ["worker items/s (10%-90% of the drain)", w["items_per_s_10_90"] or "-"],
+        ["worker RSS MB at 10% / 50% / 90% / peak",
+         f"{w['rss_at_10pct_mb']} / {w['rss_at_50pct_mb']} / {w['rss_at_90pct_mb']} / {w['peak_rss_mb']}"],
+    ]
+    for mode in MODES:
+        rows.append([f"{mode} ms median / p99", f"{ms(mode + ':bench', 'median_ms')} / {ms(mode + ':bench', 'p99_ms')}"])
+    rows += [
+        ["semantic all KBs ms median / p99", f"{ms('semantic:all', 'median_ms')} / {ms('semantic:all', 'p99_ms')}"],
+        ["recall@10 semantic (kb filter / all KBs)",
+         f"{s['semantic:bench']['recall_at_10']} / {s['semantic:all']['recall_at_10']}"],
+        ["exact numpy ms median / p99", f"{s['exact_numpy']['median_ms']} / {s['exact_numpy']['p99_ms']}"],
+    ]
+    return rows
+
+
+def notes(r: dict[str, Any]) -> list[str]:
+    out = []
+    s = r["search"]
+    for name, v in s.items():
+        if isinstance(v, dict) and v.get("errors"):
+            out.append(f"{name}: {v['errors']} errors, first: {v.get('first_error')}")
+        if isinstance(v, dict) and v.get("fell_back_to_keyword"):
+            out.append(f"{name}: {v['fell_back_to_keyword']} searches fell back to keyword")
+        if isinstance(v, dict) and "mean_results" in v and v["mean_results"] < 10 and name != "keyword:bench":
+            out.append(f"{name}: only {v['mean_results']} results per query on average (limit 10)")
+    if s.get("results_from_other_kbs_with_kb_filter"):
+        out.append(f"{s['results_from_other_kbs_with_kb_filter']} results of other KBs came back with kb={KB}")
+    after = r["worker"]["counts_after"]
+    if after.get("pending") or after.get("processing") or after.get("failed"):
+        out.append(f"queue after the worker: {after}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated KB sizes (default 1000,10000,100000)")
+    ap.add_argument("--queries", type=int, default=200, help="search queries per size (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    ap.add_argument("--real-model", action="store_true",
+                    help="embed with the local MiniLM model instead of hash/dense-384 (use sizes of 1000-2000)")
+    ap.add_argument("--batch-size", type=int, default=100, help="PYRITE_EMBED_BATCH_SIZE of the worker (default 100)")
+    ap.add_argument("--sync-repeat", type=int, default=3, help="unchanged syncs per size (default 3)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="longest run of one subprocess, s (default 3600)")
+    ap.add_argument("--tmp", default=None, help="parent folder of the temporary homes (default: system temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folders (their paths are logged)")
+    ap.add_argument("--json", default=None, help="write the results as JSON to this path")
+    args = ap.parse_args(argv)
+    sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+
+    info = machine_info()
+    results = []
+    started = time.perf_counter()
+    for n in sizes:
+        results.append(bench_size(n, args))
+        log(f"N={n:,} done in {results[-1]['total_s']}s")
+    total = time.perf_counter() - started
+
+    provider = results[0]["provider"] + ":" + results[0]["model"] if results else ""
+    print(f"# pyrite at scale ({info['date']}, {info['cores']} cores, {info['cpu']}; embedder {provider})\n")
+    for r in results:
+        c = r["corpus"]
+        print(f"## N = {r['n']:,} entries (+ {r['n_other_kb']:,} in a second KB); run {r['total_s']:.0f}s\n")
+        print(f"corpus: {c['words']:,} words, median {c['median_words']} / p95 {c['p95_words']} words per entry, "
+              f"{c['long_entries_400_plus']:,} entries of 400+ words; {r['exact_vectors']['chunks']:,} chunks "
+              f"(both KBs); index.db {r['index_db_mb']} MB; {args.queries} queries\n")
+        print(md_table(["measure", "value"], table_rows(r)))
+        for line in notes(r):
+            print(f"\n- note: {line}")
+        print()
+    if len(results) > 1:
+        print("## all sizes\n")
+        rows_by_size = [dict((row[0], row[1]) for row in table_rows(r)) for r in results]
+        print(md_table(["measure"] + [f"{r['n']:,}" for r in results],
+                       [[k] + [rs[k] for rs in rows_by_size] for k in rows_by_size[0]]))
+    targets = {}
+    for r in results:
+        if r["n"] >= 100_000:
+            targets[f"build_2000_files_per_s_at_{r['n']}"] = r["build"]["files_per_s"] >= 2000
+            targets[f"build_peak_under_500mb_at_{r['n']}"] = r["build"]["peak_rss_mb"] < 500
+            targets[f"sync_under_5s_at_{r['n']}"] = r["sync"]["median_s"] < 5
+    if targets:
+        print("\ntargets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    print(f"\n(total {total:.0f}s)")
+    write_json(args.json, {"benchmark": "bench_scale", "machine": info, "args": vars(args),
+                           "seconds": round(total, 1), "sizes": results, "targets": targets})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
