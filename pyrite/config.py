@@ -83,6 +83,8 @@ SETTINGS: tuple[Setting, ...] = (
             "connect and read timeout of remote providers, seconds"),
     Setting("embed_concurrency", "PYRITE_EMBED_CONCURRENCY", None, _optional_int,
             "batches in flight per worker (default 1 local, 4 remote)"),
+    Setting("vector_index_min", "PYRITE_VECTOR_INDEX_MIN", 10_000, _positive_int,
+            "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
     Setting("api_token", "PYRITE_API_TOKEN", None, lambda v: str(v) if v else None,
@@ -108,6 +110,7 @@ class Settings:
     embed_lease: float = 60.0
     embed_timeout: float = 60.0
     embed_concurrency: int | None = None
+    vector_index_min: int = 10_000
     max_body_bytes: int = 10 * 1024 * 1024
     api_token: str | None = field(default=None, repr=False)
 

@@ -113,6 +113,8 @@ class EmbeddingWorker:
         if result.errors:
             self.last_error = result.errors[-1]
         self.totals.add(result)
+        # Index upkeep in the gaps: a little after each batch, more when the queue is idle.
+        self.service.index.step(budget_s=0.05 if items else 0.2)
         return result
 
     # -- the loop ----------------------------------------------------------------------
@@ -166,6 +168,7 @@ class EmbeddingWorker:
                     inflight[runner.submit(self.run_once)] = runner
                 if not inflight:
                     if self.until_empty and await runners[0].submit(self._queue_empty):
+                        await runners[0].submit(self._settle_index)
                         break
                     pause = max(0.0, self.paused_until - time.time())
                     await self._sleep(max(pause, self.poll_interval) if pause else self.poll_interval)
@@ -237,6 +240,11 @@ class EmbeddingWorker:
         with self.service.db.write() as conn:
             workers.unregister(conn, self.id)
         self.service.release_owner(self.id)
+
+    def _settle_index(self) -> None:
+        # Leave the vector index current (trained, nothing mid-move) before exiting, unless told to stop.
+        while not self._stop.is_set() and self.service.index.step(budget_s=0.5, force=True):
+            pass
 
     def _queue_empty(self) -> bool:
         return self.service.outstanding(self.kb) == 0

@@ -59,8 +59,8 @@ class Watcher:
         bad = self.q("SELECT entry_rowid, count(*), count(DISTINCT seq), max(seq) FROM chunks GROUP BY entry_rowid "
                      "HAVING count(*) != count(DISTINCT seq) OR max(seq) != count(*) - 1")
         assert bad == [], [tuple(r) for r in bad]
-        assert self.q("SELECT count(*) FROM chunks")[0][0] == self.q("SELECT count(*) FROM vec_f384")[0][0]
-        orphans = self.q("SELECT count(*) FROM vec_f384 WHERE id NOT IN (SELECT id FROM chunks)")[0][0]
+        assert self.q("SELECT count(*) FROM chunks")[0][0] == self.q("SELECT count(*) FROM vec_cells384")[0][0]
+        orphans = self.q("SELECT count(*) FROM vec_cells384 WHERE id NOT IN (SELECT id * 2 FROM chunks)")[0][0]
         assert orphans == 0
 
     def close(self) -> None:

@@ -283,7 +283,7 @@ def test_delete_removes_file_row_queue_and_vectors(core: Pyrite) -> None:
     rowid = rowid_of(core, e.id)
     assert count(core, "SELECT count(*) FROM embed_queue WHERE entry_rowid = ?", (rowid,)) == 1
     assert count(core, "SELECT count(*) FROM chunks WHERE entry_rowid = ?", (rowid,)) >= 1
-    assert count(core, "SELECT count(*) FROM vec_f384 WHERE entry_rowid = ?", (rowid,)) >= 1
+    assert count(core, "SELECT count(*) FROM vec_cells384 WHERE entry_rowid = ?", (rowid,)) >= 1
 
     core.kbs.delete_entry("notes", e.id)
 
@@ -291,7 +291,7 @@ def test_delete_removes_file_row_queue_and_vectors(core: Pyrite) -> None:
     assert count(core, "SELECT count(*) FROM entries WHERE rowid = ?", (rowid,)) == 0
     assert count(core, "SELECT count(*) FROM embed_queue WHERE entry_rowid = ?", (rowid,)) == 0
     assert count(core, "SELECT count(*) FROM chunks WHERE entry_rowid = ?", (rowid,)) == 0
-    assert count(core, "SELECT count(*) FROM vec_f384 WHERE entry_rowid = ?", (rowid,)) == 0
+    assert count(core, "SELECT count(*) FROM vec_cells384 WHERE entry_rowid = ?", (rowid,)) == 0
     assert core.search.search("embed", mode="keyword")["results"] == []
     assert [r["id"] for r in core.search.search("words", mode="semantic")["results"]] == ["keep-me"]
     with pytest.raises(NotFoundError):
@@ -327,7 +327,7 @@ def test_kb_remove_keeps_files(core: Pyrite) -> None:
     assert count(core, "SELECT count(*) FROM embed_queue WHERE kb = 'notes'") == 0
     marks = ",".join("?" * len(rowids))
     assert count(core, f"SELECT count(*) FROM chunks WHERE entry_rowid IN ({marks})", tuple(rowids)) == 0
-    assert count(core, f"SELECT count(*) FROM vec_f384 WHERE entry_rowid IN ({marks})", tuple(rowids)) == 0
+    assert count(core, f"SELECT count(*) FROM vec_cells384 WHERE entry_rowid IN ({marks})", tuple(rowids)) == 0
     with pytest.raises(NotFoundError):
         core.kbs.get_kb("notes")
     # registering the folder again brings the entries back from the files

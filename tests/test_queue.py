@@ -38,9 +38,9 @@ def n_chunks(core: Pyrite, rowid: int) -> int:
 
 
 def n_vectors(core: Pyrite, rowid: int) -> int:
-    if not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_f384'"):
+    if not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_cells384'"):
         return 0
-    return core.db.query("SELECT count(*) FROM vec_f384 WHERE entry_rowid = ?", (rowid,))[0][0]
+    return core.db.query("SELECT count(*) FROM vec_cells384 WHERE entry_rowid = ?", (rowid,))[0][0]
 
 
 def statuses(core: Pyrite) -> dict[str, int]:

@@ -135,7 +135,7 @@ def test_openai_request_shape_and_vectors_stored_in_order(make_core, fake_provid
     assert "dimensions" not in req.body
     # Each entry got its own input's vector (normalized), not a neighbour's.
     for entry_id in ids:
-        blob = core.db.query("SELECT v.embedding FROM vec_f32 v JOIN entries e ON e.rowid = v.entry_rowid "
+        blob = core.db.query("SELECT v.embedding FROM vec_cells32 v JOIN entries e ON e.rowid = v.entry_rowid "
                              "WHERE e.id = ?", (entry_id,))[0][0]
         stored = np.frombuffer(blob, dtype=np.float32)
         expected = fake_provider.vector(entry_text(core, entry_id))

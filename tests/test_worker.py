@@ -161,14 +161,14 @@ def n_chunks(core: Pyrite, rowid: int | None = None) -> int:
 
 
 def n_vectors(core: Pyrite) -> int:
-    if not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_f384'"):
+    if not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_cells384'"):
         return 0
-    return core.db.query("SELECT count(*) FROM vec_f384")[0][0]
+    return core.db.query("SELECT count(*) FROM vec_cells384")[0][0]
 
 
 def stored_vectors(core: Pyrite, rowid: int) -> np.ndarray:
     rows = core.db.query(
-        "SELECT v.embedding FROM chunks c JOIN vec_f384 v ON v.id = c.id WHERE c.entry_rowid = ? ORDER BY c.seq",
+        "SELECT v.embedding FROM chunks c JOIN vec_cells384 v ON v.id = c.id * 2 WHERE c.entry_rowid = ? ORDER BY c.seq",
         (rowid,))
     return np.array([np.frombuffer(r[0], dtype=np.float32) for r in rows])
 

@@ -16,6 +16,7 @@ from pyrite.config import Settings
 from pyrite.embedders import Embedder, create_embedder
 from pyrite.errors import ConfigError, EmbeddingError
 from pyrite.models import embed_text
+from pyrite.services.vector_index import VectorIndex
 from pyrite.storage import events, files, queue, vectors, workers
 from pyrite.storage.db import Database
 from pyrite.storage.queue import Claim
@@ -71,6 +72,7 @@ class EmbeddingService:
         self._rng = rng or random.Random()
         # Set by an in-process worker: a thread-safe callable that wakes it.
         self.wake: Callable[[], None] | None = None
+        self.index = VectorIndex(db, lambda: self.settings.vector_index_min)
 
     # -- configuration -----------------------------------------------------------
 
@@ -446,6 +448,7 @@ class EmbeddingService:
             "provider_error": paused_worker["error"] if paused_worker else (paused[0] if paused else None),
             "model": self.model_id or None,
             "stale_models": other_models,
+            "index": [i for i in self.index.status() if kb is None or i["kb"] == kb],
             "enabled": self.enabled,
             "disabled_reason": self.why_disabled(),
         }

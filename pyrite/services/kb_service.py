@@ -158,7 +158,10 @@ class KBService:
         check_kb_name(name)
         if path is not None and (not str(path).strip() or "\x00" in str(path)):
             raise ValidationError("KB path must be a non-empty folder path")
-        folder = Path(path).expanduser().resolve() if path is not None else self.settings.kbs_dir / name
+        try:
+            folder = Path(path).expanduser().resolve() if path is not None else self.settings.kbs_dir / name
+        except (UnicodeError, OSError, ValueError, RuntimeError) as exc:
+            raise ValidationError(f"KB path {str(path)!r} is not a usable folder path ({exc})") from None
         if folder.exists() and not folder.is_dir():
             raise ValidationError(f"{folder} exists and is not a folder")
         with self.db.write() as conn:
@@ -197,6 +200,7 @@ class KBService:
         with self.db.write() as conn:
             rowids = [r[0] for r in conn.execute("SELECT rowid FROM entries WHERE kb = ?", (name,))]
             vectors.delete_entries(conn, rowids)
+            vectors.forget_kb(conn, name)
             conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
             conn.execute("DELETE FROM kbs WHERE name = ?", (name,))

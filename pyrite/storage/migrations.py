@@ -141,6 +141,66 @@ def m002_worker_errors(conn: Any) -> None:
     conn.execute("ALTER TABLE workers ADD COLUMN paused_until REAL")
 
 
+@migration
+def m003_vector_cells(conn: Any) -> None:
+    # Vectors move to vec0 tables partitioned by KB and k-means cell (see storage/cells.py). Each chunk
+    # keeps its exact vector too, so cells can be retrained and vectors moved without the model.
+    run_script(conn,
+        """
+        ALTER TABLE chunks ADD COLUMN kb TEXT;
+        ALTER TABLE chunks ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE chunks ADD COLUMN vector BLOB;
+        UPDATE chunks SET kb = (SELECT kb FROM entries WHERE entries.rowid = chunks.entry_rowid);
+        CREATE INDEX chunks_cells ON chunks (dim, kb, gen);
+        CREATE TABLE vec_index (
+            dim INTEGER NOT NULL,
+            kb TEXT NOT NULL,
+            gen INTEGER NOT NULL,
+            prev_gen INTEGER,
+            cells INTEGER NOT NULL,
+            trained_vectors INTEGER NOT NULL,
+            token TEXT NOT NULL,
+            prev_token TEXT NOT NULL,
+            PRIMARY KEY (dim, kb)
+        );
+        -- AUTOINCREMENT: a generation number is never reused, so cell ids stay unique.
+        CREATE TABLE vec_generations (
+            gen INTEGER PRIMARY KEY AUTOINCREMENT,
+            dim INTEGER NOT NULL,
+            kb TEXT NOT NULL
+        );
+        CREATE TABLE vec_centroids (
+            gen INTEGER NOT NULL,
+            cell INTEGER NOT NULL,
+            centroid BLOB NOT NULL,
+            PRIMARY KEY (gen, cell)
+        );
+        """
+    )
+    old = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'vec_f[0-9]*'")
+        if name[len("vec_f"):].isdigit()]
+    for name in old:
+        dim = int(name[len("vec_f"):])
+        try:
+            rows = conn.execute(f"SELECT id, kb, model, embedding, entry_rowid FROM {name}").fetchall()
+        except Exception:  # no sqlite-vec in this process: those vectors are re-embedded later
+            conn.execute("UPDATE embed_queue SET status = 'pending', attempts = 0, run_after = 0, model = NULL "
+                         "WHERE entry_rowid IN (SELECT entry_rowid FROM chunks WHERE dim = ?)", (dim,))
+            conn.execute("DELETE FROM chunks WHERE dim = ?", (dim,))
+            continue
+        from pyrite.storage import vectors  # numpy and sqlite-vec: only when there are vectors to move
+
+        new = vectors.ensure_table(conn, dim)
+        for chunk_id, kb, model, embedding, entry_rowid in rows:
+            conn.execute("UPDATE chunks SET vector = ?, kb = ? WHERE id = ?", (embedding, kb, chunk_id))
+            conn.execute(f"INSERT INTO {new} (id, kb, cell, model, embedding, entry_rowid) VALUES (?, ?, 0, ?, ?, ?)",
+                         (vectors.vec_ids(chunk_id, 0)[0], kb, model, embedding, entry_rowid))
+        conn.execute("INSERT OR IGNORE INTO vec_index SELECT DISTINCT ?, kb, 0, NULL, 1, 0, '', '' FROM chunks "
+                     "WHERE dim = ?", (dim, dim))
+        conn.execute(f"DROP TABLE {name}")
+
+
 def migrate(conn: Any) -> list[str]:
     """Apply the migrations not yet recorded; return their names. Call inside a write transaction."""
     conn.execute(

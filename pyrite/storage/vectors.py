@@ -7,28 +7,37 @@ from typing import Any, Sequence
 import numpy as np
 
 from pyrite.errors import EmbeddingError
+from pyrite.storage import cells
 
 KNN_MAX = 4096  # sqlite-vec's largest k
+CHUNK_SIZE = 128  # vec0 slots per storage chunk: small, so the many cells of a KB waste little space
 
 
 def table_name(dim: int) -> str:
     """The vec0 table holding vectors of this dimension."""
-    return f"vec_f{int(dim)}"
+    return f"vec_cells{int(dim)}"
 
 
 def ensure_table(conn: Any, dim: int) -> str:
-    """Create the vec0 table for `dim` if missing (cosine distance, KB partition, model metadata)."""
+    """Create the vec0 table for `dim` if missing: cosine distance, partitioned by KB and cell, model metadata."""
     name = table_name(dim)
     conn.execute(
         f"""CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0(
             id INTEGER PRIMARY KEY,
             kb TEXT PARTITION KEY,
+            cell INTEGER PARTITION KEY,
             model TEXT,
             embedding float[{int(dim)}] distance_metric=cosine,
-            +entry_rowid INTEGER
+            +entry_rowid INTEGER,
+            chunk_size={CHUNK_SIZE}
         )"""
     )
     return name
+
+
+def vec_ids(chunk_id: int, gen: int) -> list[int]:
+    """The vec0 rows of one chunk: one per cell it is stored in."""
+    return [chunk_id * cells.REPLICAS + r for r in range(1 if gen == 0 else cells.REPLICAS)]
 
 
 def check_vectors(vectors: Any, *, count: int, dim: int | None = None) -> np.ndarray:
@@ -50,10 +59,10 @@ def check_vectors(vectors: Any, *, count: int, dim: int | None = None) -> np.nda
 
 def existing_tables(conn: Any) -> list[int]:
     """Dimensions that have a vec0 table."""
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'vec_f[0-9]*'")
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'vec_cells[0-9]*'")
     dims = []
     for (name,) in rows:
-        suffix = name[len("vec_f"):]
+        suffix = name[len("vec_cells"):]
         if suffix.isdigit():
             dims.append(int(suffix))
     return dims
@@ -62,11 +71,25 @@ def existing_tables(conn: Any) -> list[int]:
 def delete_entries(conn: Any, entry_rowids: Sequence[int]) -> None:
     """Remove every chunk and vector of these entries."""
     for rowid in entry_rowids:
-        chunks = conn.execute("SELECT id, dim FROM chunks WHERE entry_rowid = ?", (rowid,)).fetchall()
-        for chunk_id, dim in chunks:
-            conn.execute(f"DELETE FROM {table_name(dim)} WHERE id = ?", (chunk_id,))
+        chunks = conn.execute("SELECT id, dim, gen FROM chunks WHERE entry_rowid = ?", (rowid,)).fetchall()
+        for chunk_id, dim, gen in chunks:
+            for vec_id in vec_ids(chunk_id, gen):
+                conn.execute(f"DELETE FROM {table_name(dim)} WHERE id = ?", (vec_id,))
         if chunks:
             conn.execute("DELETE FROM chunks WHERE entry_rowid = ?", (rowid,))
+
+
+def _insert(conn: Any, name: str, st: cells.State, chunk_ids: list[int], vecs: np.ndarray, kb: str, model: str,
+            entry_rowids: list[int]) -> None:
+    """Put each chunk's vector into the cells the KB's current generation assigns it."""
+    placements = cells.assign(conn, st, vecs)
+    rows = []
+    for chunk_id, vec, placed, entry_rowid in zip(chunk_ids, vecs, placements, entry_rowids):
+        blob = vec.tobytes()
+        rows.extend((vec_id, kb, cell, model, blob, entry_rowid)
+                    for vec_id, cell in zip(vec_ids(chunk_id, st.gen), placed))
+    conn.executemany(f"INSERT INTO {name} (id, kb, cell, model, embedding, entry_rowid) VALUES (?, ?, ?, ?, ?, ?)",
+                     rows)
 
 
 def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarray, *, ensure: bool = True) -> int:
@@ -77,16 +100,43 @@ def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarra
     delete_entries(conn, [entry_rowid])
     dim = int(vectors.shape[1])
     name = ensure_table(conn, dim) if ensure else table_name(dim)
-    for seq, vec in enumerate(vectors):
+    st = cells.ensure_state(conn, dim, kb)
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    chunk_ids = []
+    for seq, vec in enumerate(vecs):
         cur = conn.execute(
-            "INSERT INTO chunks (entry_rowid, seq, model, dim) VALUES (?, ?, ?, ?)",
-            (entry_rowid, seq, model, dim),
+            "INSERT INTO chunks (entry_rowid, seq, model, dim, kb, gen, vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry_rowid, seq, model, dim, kb, st.gen, vec.tobytes()),
         )
-        conn.execute(
-            f"INSERT INTO {name} (id, kb, model, embedding, entry_rowid) VALUES (?, ?, ?, ?, ?)",
-            (cur.lastrowid, kb, model, vec.astype(np.float32).tobytes(), entry_rowid),
-        )
-    return len(vectors)
+        chunk_ids.append(cur.lastrowid)
+    _insert(conn, name, st, chunk_ids, vecs, kb, model, [entry_rowid] * len(chunk_ids))
+    return len(vecs)
+
+
+def move_batch(conn: Any, st: cells.State, limit: int = cells.MOVE_BATCH) -> int:
+    """Move up to `limit` chunks of the previous generation into the current one; return how many moved.
+
+    Call in a write transaction; when none are left, the previous generation is forgotten.
+    """
+    if st.prev_gen is None:
+        return 0
+    name = table_name(st.dim)
+    rows = conn.execute("SELECT id, entry_rowid, model, vector FROM chunks WHERE dim = ? AND kb = ? AND gen = ? "
+                        "LIMIT ?", (st.dim, st.kb, st.prev_gen, limit)).fetchall()
+    if not rows:
+        cells.finish_generation(conn, st)
+        return 0
+    for chunk_id, *_ in rows:
+        for vec_id in vec_ids(chunk_id, st.prev_gen):
+            conn.execute(f"DELETE FROM {name} WHERE id = ?", (vec_id,))
+    vecs = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), st.dim)
+    by_model: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_model.setdefault(row[2], []).append(i)
+    for model, idx in by_model.items():
+        _insert(conn, name, st, [rows[i][0] for i in idx], vecs[idx], st.kb, model, [rows[i][1] for i in idx])
+    conn.executemany("UPDATE chunks SET gen = ? WHERE id = ?", [(st.gen, r[0]) for r in rows])
+    return len(rows)
 
 
 def knn(conn: Any, query: np.ndarray, *, model: str, limit: int, kb: str | None = None) -> list[tuple[int, float]]:
@@ -94,28 +144,58 @@ def knn(conn: Any, query: np.ndarray, *, model: str, limit: int, kb: str | None 
     dim = int(query.shape[-1])
     if dim not in existing_tables(conn):
         return []
-    blob = np.asarray(query, dtype=np.float32).reshape(-1).tobytes()
-    where = "embedding MATCH ? AND k = ? AND model = ?"
-    base_params: list[Any] = [blob, 0, model]
-    if kb is not None:
-        where += " AND kb = ?"
-        base_params.append(kb)
-    k = min(KNN_MAX, max(limit * 4, 16))
-    while True:
-        params = list(base_params)
-        params[1] = k
-        rows = conn.execute(
-            f"SELECT entry_rowid, distance FROM {table_name(dim)} WHERE {where} ORDER BY distance", params
-        ).fetchall()
+    q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(-1))
+    # One read transaction: a consistent snapshot even while a worker moves vectors between cells.
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        found = [cells.state(conn, dim, kb)] if kb is not None else cells.states(conn, dim)
         best: dict[int, float] = {}
-        for entry_rowid, distance in rows:
-            if entry_rowid not in best:
-                best[entry_rowid] = float(distance)
-        # Many chunks of one entry can crowd out others: widen k until `limit` entries or the end.
-        if len(best) >= limit or len(rows) < k or k >= KNN_MAX:
-            break
-        k = min(KNN_MAX, k * 4)
+        for st in found:
+            if st is not None:
+                best.update(_knn_kb(conn, st, q, model=model, limit=limit))
+    finally:
+        if own:
+            conn.execute("COMMIT")
     return sorted(best.items(), key=lambda item: item[1])[:limit]
+
+
+def _knn_kb(conn: Any, st: cells.State, q: np.ndarray, *, model: str, limit: int) -> dict[int, float]:
+    """One KB's nearest entries: scan its cells nearest to q, more of them until `limit` entries are found."""
+    sql = (f"SELECT entry_rowid, distance FROM {table_name(st.dim)} "
+           "WHERE embedding MATCH ? AND k = ? AND kb = ? AND cell = ? AND model = ?")
+    blob = q.tobytes()
+    k = min(KNN_MAX, max(limit * 2, 16))
+    widen = 1
+    while True:
+        probe, complete = cells.probe(conn, st, q, widen=widen)
+        best: dict[int, float] = {}
+        saturated = False
+        for cell in probe:
+            rows = conn.execute(sql, (blob, k, st.kb, cell, model)).fetchall()
+            saturated = saturated or len(rows) >= k
+            for entry_rowid, distance in rows:
+                if distance < best.get(entry_rowid, 2.0):
+                    best[entry_rowid] = float(distance)
+        if len(best) >= limit:
+            return best
+        # Too few entries: many chunks of one entry crowded a cell (raise k), or the cells hold too few
+        # of this KB's or this model's vectors (scan more cells), until every cell has been scanned.
+        grew = False
+        if saturated and k < KNN_MAX:
+            k, grew = min(KNN_MAX, k * 4), True
+        if not complete:
+            widen, grew = widen * 2, True
+        if not grew:
+            return best
+
+
+def forget_kb(conn: Any, kb: str) -> None:
+    """Drop a removed KB's cell index (its vectors go with its entries)."""
+    gens = conn.execute("SELECT gen FROM vec_generations WHERE kb = ?", (kb,)).fetchall()
+    conn.executemany("DELETE FROM vec_centroids WHERE gen = ?", gens)
+    conn.execute("DELETE FROM vec_index WHERE kb = ?", (kb,))
 
 
 def models(conn: Any, kb: str | None = None) -> dict[str, int]:

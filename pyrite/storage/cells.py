@@ -1,0 +1,186 @@
+"""The partitioned (IVF) vector index: k-means cells per KB, stored as a vec0 partition key.
+
+A KB's vectors start in one cell (cell 0): search is then exact. Once a KB holds
+`min_vectors` chunk vectors of one dimension, a background step trains k-means
+centroids; from then on each vector lives in its two nearest cells and a query
+scans only the cells nearest to it. Training again (each time the KB doubles)
+starts a new generation: vectors move to it in small transactions while queries
+probe both generations, so a search never misses a vector that is mid-move.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Cell ids of generation g are g * CELL_BASE + c; generation 0 has the one cell 0.
+CELL_BASE = 1 << 20
+REPLICAS = 2            # nearest cells each vector is stored in, once trained
+VECTORS_PER_CELL = 400  # target cell size, which sets the number of cells
+MIN_CELLS = 8
+MAX_CELLS = 4096
+PROBE_MIN = 16          # cells scanned per query at least ...
+PROBE_FRACTION = 16     # ... or 1/16 of them: with 2 replicas about 1/8 of the vectors
+RETRAIN_GROWTH = 2.0    # train again when a KB has this many times the vectors it was trained on
+TRAIN_SAMPLE = 64       # training vectors per cell
+TRAIN_ITERATIONS = 12
+MOVE_BATCH = 64         # chunks moved to a new generation per write transaction
+
+
+@dataclass(frozen=True)
+class State:
+    """One KB's index in one dimension: its current generation and the one it is moving from."""
+
+    dim: int
+    kb: str
+    gen: int
+    prev_gen: int | None
+    cells: int
+    trained_vectors: int
+    token: str       # identifies the current generation's centroids (for caching)
+    prev_token: str
+
+
+_CENTROIDS: dict[str, np.ndarray] = {}  # token -> centroids; a generation's centroids never change
+
+
+def state(conn: Any, dim: int, kb: str) -> State | None:
+    """The KB's index state in this dimension, or None if it has no vectors yet."""
+    row = conn.execute(
+        "SELECT gen, prev_gen, cells, trained_vectors, token, prev_token FROM vec_index WHERE dim = ? AND kb = ?",
+        (dim, kb)).fetchone()
+    if row is None:
+        return None
+    return State(dim, kb, row[0], row[1], row[2], row[3], row[4], row[5] or "")
+
+
+def ensure_state(conn: Any, dim: int, kb: str) -> State:
+    """The KB's state, created untrained (one exact cell) on its first vector. Call in a write transaction."""
+    found = state(conn, dim, kb)
+    if found is not None:
+        return found
+    conn.execute("INSERT INTO vec_index (dim, kb, gen, prev_gen, cells, trained_vectors, token, prev_token) "
+                 "VALUES (?, ?, 0, NULL, 1, 0, '', '')", (dim, kb))
+    return State(dim, kb, 0, None, 1, 0, "", "")
+
+
+def states(conn: Any, dim: int) -> list[State]:
+    """Every KB's state in this dimension."""
+    rows = conn.execute("SELECT kb FROM vec_index WHERE dim = ? ORDER BY kb", (dim,)).fetchall()
+    return [s for (kb,) in rows if (s := state(conn, dim, kb)) is not None]
+
+
+def centroids(conn: Any, st: State, gen: int) -> np.ndarray | None:
+    """The unit centroids of one trained generation (cached per training), or None for generation 0."""
+    if gen == 0:
+        return None
+    key = st.token if gen == st.gen else st.prev_token
+    cached = _CENTROIDS.get(key)
+    if cached is not None:
+        return cached
+    rows = conn.execute("SELECT centroid FROM vec_centroids WHERE gen = ? ORDER BY cell", (gen,)).fetchall()
+    if not rows:
+        return None
+    arr = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), st.dim)
+    if len(_CENTROIDS) > 64:
+        _CENTROIDS.clear()
+    _CENTROIDS[key] = arr
+    return arr
+
+
+def assign(conn: Any, st: State, vectors: np.ndarray) -> list[list[int]]:
+    """The cells each vector goes to under the KB's current generation."""
+    cents = centroids(conn, st, st.gen)
+    if cents is None:
+        return [[0] for _ in range(len(vectors))]
+    sims = vectors @ cents.T
+    nearest = np.argsort(-sims, axis=1)[:, :REPLICAS]
+    base = st.gen * CELL_BASE
+    return [[base + int(c) for c in row] for row in nearest]
+
+
+def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1) -> tuple[list[int], bool]:
+    """The cells to scan for query (both generations while moving) and whether that is every cell."""
+    out: list[int] = []
+    complete = True
+    for gen in (st.gen, st.prev_gen):
+        if gen is None:
+            continue
+        cents = centroids(conn, st, gen)
+        if cents is None:
+            out.append(0 if gen == 0 else gen * CELL_BASE)
+            continue
+        n = max(PROBE_MIN, math.ceil(len(cents) / PROBE_FRACTION)) * widen
+        if n < len(cents):
+            complete = False
+        order = np.argsort(-(cents @ query))[:n]
+        out.extend(gen * CELL_BASE + int(c) for c in order)
+    return out, complete
+
+
+def cell_count(vectors: int) -> int:
+    """How many cells a KB of this many vectors is trained into."""
+    return max(MIN_CELLS, min(MAX_CELLS, round(vectors / VECTORS_PER_CELL)))
+
+
+def vector_count(conn: Any, dim: int, kb: str) -> int:
+    """Chunk vectors the KB has in this dimension."""
+    return conn.execute("SELECT count(*) FROM chunks WHERE dim = ? AND kb = ?", (dim, kb)).fetchone()[0]
+
+
+def needs_training(st: State, count: int, min_vectors: int) -> bool:
+    """True when the KB has grown enough to (re)train: past min_vectors, and doubled since last time."""
+    if st.prev_gen is not None or count < min_vectors:
+        return False
+    return st.gen == 0 or count >= RETRAIN_GROWTH * st.trained_vectors
+
+
+def train(sample: np.ndarray, cells: int, *, seed: int = 0) -> np.ndarray:
+    """Spherical k-means: `cells` unit centroids (float32) of the unit vectors in sample."""
+    rng = np.random.default_rng(seed)
+    cells = min(cells, len(sample))
+    cents = sample[rng.choice(len(sample), cells, replace=False)].astype(np.float32)
+    for _ in range(TRAIN_ITERATIONS):
+        nearest = np.argmax(sample @ cents.T, axis=1)
+        sums = np.zeros_like(cents)
+        np.add.at(sums, nearest, sample)
+        empty = ~sums.any(axis=1)
+        # An empty cell restarts at a random vector, so no centroid is wasted.
+        sums[empty] = sample[rng.choice(len(sample), int(empty.sum()))]
+        cents = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.ascontiguousarray(cents, dtype=np.float32)
+
+
+def sample_vectors(conn: Any, dim: int, kb: str, limit: int) -> np.ndarray:
+    """Up to `limit` of the KB's chunk vectors, drawn at random."""
+    rows = conn.execute("SELECT vector FROM chunks WHERE dim = ? AND kb = ? ORDER BY random() LIMIT ?",
+                        (dim, kb, limit)).fetchall()
+    if not rows:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+
+
+def start_generation(conn: Any, st: State, cents: np.ndarray, trained_vectors: int) -> State | None:
+    """Store new centroids and make them current; None if the state changed meanwhile. In a write transaction."""
+    now = state(conn, st.dim, st.kb)
+    if now is None or now.gen != st.gen or now.prev_gen is not None:
+        return None
+    gen = conn.execute("INSERT INTO vec_generations (dim, kb) VALUES (?, ?)", (st.dim, st.kb)).lastrowid
+    conn.executemany("INSERT INTO vec_centroids (gen, cell, centroid) VALUES (?, ?, ?)",
+                     [(gen, i, c.tobytes()) for i, c in enumerate(cents)])
+    token = os.urandom(8).hex()
+    conn.execute("UPDATE vec_index SET gen = ?, prev_gen = ?, cells = ?, trained_vectors = ?, token = ?, "
+                 "prev_token = token WHERE dim = ? AND kb = ?",
+                 (gen, st.gen, len(cents), trained_vectors, token, st.dim, st.kb))
+    return state(conn, st.dim, st.kb)
+
+
+def finish_generation(conn: Any, st: State) -> None:
+    """Forget the previous generation once no vector is left in it. In a write transaction."""
+    if st.prev_gen:
+        conn.execute("DELETE FROM vec_centroids WHERE gen = ?", (st.prev_gen,))
+    conn.execute("UPDATE vec_index SET prev_gen = NULL, prev_token = '' WHERE dim = ? AND kb = ?", (st.dim, st.kb))
