@@ -7,14 +7,16 @@ a. generate N entries into a KB folder (not timed in the build rate) and registe
    a second, small KB ("other", 1% of N, at least 200 entries) shares the index so the KB
    filter of searches has something to exclude;
 b. ``pyrite index build --kb bench --no-embed`` in a subprocess: wall time, files/s, and the peak
-   RSS of that process (its own ru_maxrss from wait4, cross-checked with /proc VmHWM);
+   RSS of that process (its VmHWM, written at exit by a tiny launcher that runs the CLI: see LAUNCHER
+   for why ru_maxrss cannot be used);
 c. ``pyrite index sync --kb bench --no-embed`` with nothing changed (wall seconds, median of runs);
 d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 s from /proc, reported
    at 10%, 50% and 90% of the drain (by ``embed_queue`` counts read in a separate read-only SQLite
    connection) and at its peak; items/s over the whole run and over the 10%-90% stretch;
 e. in-process search latency: ``Pyrite(settings).search.search(q, kb=..., mode=m, limit=10)`` for
    keyword, semantic and hybrid over generated queries (10 warm-up queries first), median and p99;
-   semantic with kb=None (all KBs) too;
+   semantic and keyword with kb=None (all KBs) too. A mode that has spent --mode-budget seconds
+   skips its remaining queries (the notes say so);
 f. recall@10 of semantic search against an exact cosine search computed here, independently of
    pyrite's vector storage: every entry's embed_text(title, body) is chunked and embedded with the
    same embedder; an entry's score is its best chunk's cosine; numpy gives the exact top 10. A pyrite
@@ -93,15 +95,40 @@ def proc_status_kb(pid: int) -> dict[str, int]:
     return out
 
 
+# The CLI run through a tiny launcher that writes its own VmHWM (peak RSS of its address space) at exit.
+# Neither RUSAGE_CHILDREN nor wait4's ru_maxrss will do: Linux keeps the high-water mark of the address
+# space a process had before exec, and a child forked (or vforked) from this benchmark starts with this
+# process's RSS, so those figures are at least the benchmark's own size (checked: /bin/true spawned by a
+# Python holding 480 MB reports ru_maxrss 484 MB). VmHWM in /proc belongs to the exec'd image alone.
+LAUNCHER = """
+import atexit, os, sys
+def _hwm():
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    with open(os.environ["BENCH_HWM_FILE"], "w") as out:
+                        out.write(line.split()[1])
+    except OSError:
+        pass
+atexit.register(_hwm)
+sys.argv = ["pyrite", *sys.argv[1:]]
+from pyrite.cli import main
+main()
+"""
+
+
 def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 0.1, timeout: float = 3600.0,
                  probe: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run the pyrite CLI; return wall seconds, stdout, stderr tail, peak RSS (wait4) and /proc samples.
+    """Run the pyrite CLI; return wall seconds, stdout, stderr tail, peak RSS and /proc samples.
 
-    The child is reaped with os.wait4, whose rusage is that child's alone (not the cumulative maximum of
-    every child, as RUSAGE_CHILDREN would be). A thread samples /proc/PID/status (and `probe`, if given)
-    every `interval` seconds. Raises with the child's stderr if it exits non-zero.
+    The peak RSS is the child's VmHWM written by LAUNCHER at exit (else the last VmHWM sampled). A thread
+    samples /proc/PID/status (and `probe`, if given) every `interval` seconds. Raises with the child's
+    stderr if it exits non-zero.
     """
-    argv = pyrite_argv(*args)
+    argv = [sys.executable, "-c", LAUNCHER, *args]
+    hwm_file = Path(tempfile.mkstemp(prefix="pyrite-bench-hwm-")[1])
+    env = dict(env, BENCH_HWM_FILE=str(hwm_file))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
@@ -139,13 +166,20 @@ def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
+    try:
+        own_hwm_kb = int(hwm_file.read_text().strip() or 0)
+    except (OSError, ValueError):
+        own_hwm_kb = 0
+    hwm_file.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"pyrite {' '.join(args)} exited {proc.returncode} after {seconds:.1f}s:\n"
                            f"{stderr[-3000:]}")
     hwm = [s["hwm_kb"] for s in samples if s.get("hwm_kb")]
+    sampled = max(hwm) if hwm else 0
     return {"seconds": seconds, "stdout": stdout, "stderr_tail": stderr[-2000:],
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # kB on Linux
-            "last_hwm_mb": round(max(hwm) / 1024, 1) if hwm else None,
+            "peak_rss_mb": round(max(own_hwm_kb, sampled) / 1024, 1),
+            "peak_from": "VmHWM at exit" if own_hwm_kb else "VmHWM sampled",
+            "sampled_hwm_mb": round(sampled / 1024, 1) if hwm else None,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "samples": samples}
 
 
@@ -191,6 +225,8 @@ def worker_figures(run: dict[str, Any], total: int, done_before: int) -> dict[st
         out[f"rss_at_{int(frac * 100)}pct_mb"] = round(hit[2], 1) if hit else None
     out["rss_first_sample_mb"] = round(rows[0][2], 1) if rows else None
     out["rss_max_sampled_mb"] = round(max(r[2] for r in rows), 1) if rows else None
+    step = max(1, len(rows) // 40)
+    out["timeline_t_finished_rss_mb"] = [[round(t, 1), f, round(rss, 1)] for t, f, rss in rows[::step]]
     p10, p90 = points[0.1], points[0.9]
     if p10 and p90 and p90[0] > p10[0]:
         out["items_per_s_10_90"] = round((p90[1] - p10[1]) / (p90[0] - p10[0]), 1)
@@ -267,7 +303,7 @@ def top10(scores: np.ndarray, k: int = 10) -> np.ndarray:
 
 def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Latency per mode (kb=bench) and semantic over all KBs; recall@10 against the exact search."""
-    runs = [(m, KB) for m in MODES] + [("semantic", None)]
+    runs = [(m, KB) for m in MODES] + [("semantic", None), ("keyword", None)]
     for q in qs[:10]:  # warm-up
         for mode, kb in runs:
             core.search.search(q, kb=kb, mode=mode, limit=10)
@@ -276,11 +312,18 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
     fallbacks: dict[str, int] = {k: 0 for k in times}
     errors: dict[str, list[str]] = {k: [] for k in times}
     wrong_kb = 0
+    spent: dict[str, float] = {k: 0.0 for k in times}
+    skipped: dict[str, int] = {k: 0 for k in times}
     got: dict[str, list[list[dict[str, Any]]]] = {"semantic:bench": [], "semantic:all": []}
     for i, q in enumerate(qs):
         order = runs[i % len(runs):] + runs[:i % len(runs)]  # rotate: no mode always runs first
         for mode, kb in order:
             name = f"{mode}:{kb or 'all'}"
+            if spent[name] > args.mode_budget and len(times[name]) >= 10:
+                skipped[name] += 1  # this mode has used its time budget: its figures rest on fewer queries
+                if name in got:
+                    got[name].append(None)
+                continue
             t0 = time.perf_counter()
             try:
                 res = core.search.search(q, kb=kb, mode=mode, limit=10)
@@ -290,6 +333,7 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
                     got[name].append([])
                 continue
             times[name].append(time.perf_counter() - t0)
+            spent[name] += times[name][-1]
             counts[name].append(len(res["results"]))
             if res["mode"] != mode:
                 fallbacks[name] += 1
@@ -303,6 +347,7 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
         s["mean_results"] = round(statistics.fmean(counts[name]), 2) if counts[name] else 0
         s["fell_back_to_keyword"] = fallbacks[name]
         s["errors"] = len(errors[name])
+        s["queries_skipped_over_budget"] = skipped[name]
         if errors[name]:
             s["first_error"] = errors[name][0][:500]
         out[name] = s
@@ -315,6 +360,8 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
         recalls, strict, score_err = [], [], []
         lo = 0 if kb is None else ex["kb_ranges"][kb][0]
         for q, results in zip(qs, got[name]):
+            if results is None:  # not run (time budget)
+                continue
             qvec = np.asarray(embedder.embed([q])[0], dtype=np.float32)
             t0 = time.perf_counter()
             scores = exact_scores(ex, qvec, kb)
@@ -389,7 +436,7 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         raise RuntimeError(f"build indexed {rep['added']} of {n} files; errors: {rep['errors'][:5]}")
     result["build"] = {"wall_s": round(run["seconds"], 3), "cli_reported_s": info["seconds"],
                        "files_per_s": round(n / run["seconds"], 1), "peak_rss_mb": run["peak_rss_mb"],
-                       "proc_vmhwm_mb": run["last_hwm_mb"], "cpu_s": run["cpu_s"]}
+                       "sampled_vmhwm_mb": run["sampled_hwm_mb"], "cpu_s": run["cpu_s"]}
     log(f"  build: {run['seconds']:.2f}s ({n / run['seconds']:,.0f} files/s), peak RSS {run['peak_rss_mb']} MB")
 
     # c. sync with nothing changed
@@ -477,6 +524,7 @@ def table_rows(r: dict[str, Any]) -> list[list[Any]]:
         rows.append([f"{mode} ms median / p99", f"{ms(mode + ':bench', 'median_ms')} / {ms(mode + ':bench', 'p99_ms')}"])
     rows += [
         ["semantic all KBs ms median / p99", f"{ms('semantic:all', 'median_ms')} / {ms('semantic:all', 'p99_ms')}"],
+        ["keyword all KBs ms median / p99", f"{ms('keyword:all', 'median_ms')} / {ms('keyword:all', 'p99_ms')}"],
         ["recall@10 semantic (kb filter / all KBs)",
          f"{s['semantic:bench']['recall_at_10']} / {s['semantic:all']['recall_at_10']}"],
         ["exact numpy ms median / p99", f"{s['exact_numpy']['median_ms']} / {s['exact_numpy']['p99_ms']}"],
@@ -490,9 +538,12 @@ def notes(r: dict[str, Any]) -> list[str]:
     for name, v in s.items():
         if isinstance(v, dict) and v.get("errors"):
             out.append(f"{name}: {v['errors']} errors, first: {v.get('first_error')}")
+        if isinstance(v, dict) and v.get("queries_skipped_over_budget"):
+            out.append(f"{name}: ran {v['n']} queries only (the other {v['queries_skipped_over_budget']} "
+                       f"skipped: over the --mode-budget of search time)")
         if isinstance(v, dict) and v.get("fell_back_to_keyword"):
             out.append(f"{name}: {v['fell_back_to_keyword']} searches fell back to keyword")
-        if isinstance(v, dict) and "mean_results" in v and v["mean_results"] < 10 and name != "keyword:bench":
+        if isinstance(v, dict) and "mean_results" in v and v["mean_results"] < 10 and not name.startswith("keyword"):
             out.append(f"{name}: only {v['mean_results']} results per query on average (limit 10)")
     if s.get("results_from_other_kbs_with_kb_filter"):
         out.append(f"{s['results_from_other_kbs_with_kb_filter']} results of other KBs came back with kb={KB}")
@@ -511,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="embed with the local MiniLM model instead of hash/dense-384 (use sizes of 1000-2000)")
     ap.add_argument("--batch-size", type=int, default=100, help="PYRITE_EMBED_BATCH_SIZE of the worker (default 100)")
     ap.add_argument("--sync-repeat", type=int, default=3, help="unchanged syncs per size (default 3)")
+    ap.add_argument("--mode-budget", type=float, default=60.0,
+                    help="seconds of search time per mode and size after which that mode's remaining queries "
+                         "are skipped (at least 10 always run; default 60)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="longest run of one subprocess, s (default 3600)")
     ap.add_argument("--tmp", default=None, help="parent folder of the temporary homes (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (their paths are logged)")
