@@ -1,0 +1,221 @@
+"""The cell (IVF) vector index: recall against exact search, exact filters, generations, old layouts."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyrite.config import load_settings
+from pyrite.core import Pyrite
+from pyrite.embedders.hashing import HashEmbedder
+from pyrite.models import embed_text
+from pyrite.storage import cells, migrations, vectors
+from pyrite.storage.db import Database
+from pyrite.worker import EmbeddingWorker
+from tests.conftest import pyrite_cmd
+
+DENSE = "dense-384"
+
+
+def corpus(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
+    """n texts mixing 1-3 of 40 topics (shared words make real neighbours), and 40 queries."""
+    rng = random.Random(seed)
+    vocab = [f"w{i:04d}" for i in range(3000)]
+    topics = [rng.sample(vocab, 60) for _ in range(40)]
+    weights = [1.0 / (i + 1) for i in range(60)]
+    texts = []
+    for _ in range(n):
+        mix = rng.sample(range(40), rng.choice([1, 1, 2, 3]))
+        words = [w for t in mix for w in rng.choices(topics[t], weights=weights, k=rng.randint(10, 40))]
+        texts.append(" ".join(words))
+    queries = [" ".join(w for t in rng.sample(range(40), rng.choice([1, 2]))
+                        for w in rng.choices(topics[t], weights=weights, k=3)) for _ in range(40)]
+    return texts, queries
+
+
+def open_core(**overrides: object) -> Pyrite:
+    return Pyrite(load_settings(embed_model=DENSE, **overrides))
+
+
+def fill(core: Pyrite, kb: str, texts: list[str]) -> None:
+    if kb not in {k.name for k in core.kbs.list_kbs()}:
+        core.kbs.create_kb(kb)
+    for i, text in enumerate(texts):
+        core.kbs.create_entry(kb, title=f"{kb} {i}", body=text, embed=False)
+    worker = EmbeddingWorker(core.embedding)
+    while worker.run_once().claimed:
+        pass
+
+
+def exact_top(core: Pyrite, query: str, kb: str | None, k: int = 10) -> dict[str, float]:
+    """Every entry's best-chunk cosine to query, by brute force over the stored exact vectors."""
+    q = HashEmbedder(DENSE).embed([query])[0]
+    sql = "SELECT e.id, e.kb, c.vector FROM chunks c JOIN entries e ON e.rowid = c.entry_rowid"
+    rows = core.db.query(sql + (" WHERE e.kb = ?" if kb else ""), (kb,) if kb else ())
+    best: dict[str, float] = {}
+    for entry_id, entry_kb, blob in rows:
+        key = f"{entry_kb}/{entry_id}"
+        best[key] = max(best.get(key, -2.0), float(np.frombuffer(blob, dtype=np.float32) @ q))
+    return best
+
+
+def recall_at_10(core: Pyrite, queries: list[str], kb: str | None) -> float:
+    hits = []
+    for query in queries:
+        scores = exact_top(core, query, kb)
+        tenth = sorted(scores.values(), reverse=True)[9]
+        got = core.search.search(query, kb=kb, mode="semantic", limit=10)["results"]
+        assert len(got) == 10
+        # A tie at rank 10 makes the exact top 10 ambiguous: any entry scoring as high counts.
+        hits.append(np.mean([scores[f"{r['kb']}/{r['id']}"] >= tenth - 1e-6 for r in got]))
+    return float(np.mean(hits))
+
+
+@pytest.fixture
+def small_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells of ~40 vectors, so a corpus of a few thousand gets a real, approximate index."""
+    monkeypatch.setattr(cells, "VECTORS_PER_CELL", 40)
+
+
+def test_untrained_search_is_exact(pyrite_home: Path) -> None:
+    core = open_core()
+    texts, queries = corpus(600)
+    fill(core, "notes", texts)
+    assert [i["exact"] for i in core.embedding.index.status()] == [True]
+    assert recall_at_10(core, queries, "notes") == 1.0
+
+
+def test_cell_index_recall_against_exact_search(pyrite_home: Path, small_cells: None) -> None:
+    core = open_core(vector_index_min=500)
+    texts, queries = corpus(3000)
+    fill(core, "notes", texts)
+    core.embedding.index.optimize()
+    [info] = core.embedding.index.status()
+    assert not info["exact"] and info["moving"] == 0
+    probed, complete = cells.probe(core.db.conn, cells.state(core.db.conn, 384, "notes"), np.ones(384) / 384**0.5)
+    assert not complete and len(probed) < info["cells"] / 2  # the search really skips cells
+    recall = recall_at_10(core, queries, "notes")
+    assert recall >= 0.95
+
+
+def test_kb_filter_and_limit_stay_exact(pyrite_home: Path, small_cells: None) -> None:
+    core = open_core(vector_index_min=500)
+    texts, queries = corpus(2000)
+    fill(core, "big", texts)
+    fill(core, "tiny", texts[:7])
+    core.embedding.index.optimize()
+    assert {i["kb"]: i["exact"] for i in core.embedding.index.status()} == {"big": False, "tiny": True}
+    for query in queries[:10]:
+        tiny = core.search.search(query, kb="tiny", mode="semantic", limit=10)["results"]
+        assert len(tiny) == 7 and {r["kb"] for r in tiny} == {"tiny"}
+        big = core.search.search(query, kb="big", mode="semantic", limit=50)["results"]
+        assert len(big) == 50 and {r["kb"] for r in big} == {"big"}
+        both = core.search.search(query, mode="semantic", limit=10)["results"]
+        best = exact_top(core, query, None)
+        tenth = sorted(best.values(), reverse=True)[9]
+        assert len(both) == 10
+        assert np.mean([best[f"{r['kb']}/{r['id']}"] >= tenth - 1e-6 for r in both]) >= 0.8
+
+
+def test_retraining_moves_vectors_and_search_finds_them_midway(pyrite_home: Path, small_cells: None) -> None:
+    core = open_core(vector_index_min=300)
+    texts, _ = corpus(900)
+    fill(core, "notes", texts[:400])
+    core.embedding.index.optimize()
+    first = cells.state(core.db.conn, 384, "notes")
+    assert first.gen > 0 and first.prev_gen is None
+    fill(core, "notes", texts[400:])  # more than doubles the KB: a new generation is due
+    assert core.embedding.index.step(budget_s=0.0, force=True)  # trains, moves nothing yet
+    st = cells.state(core.db.conn, 384, "notes")
+    assert st.gen > first.gen and st.prev_gen == first.gen
+    with core.db.write() as conn:
+        assert vectors.move_batch(conn, st, limit=50) == 50
+    moving = core.embedding.index.status()[0]["moving"]
+    assert 0 < moving < 900
+    # Mid-move, every entry is still found by its own text, whichever generation holds it.
+    rows = core.db.query("SELECT e.id, e.title, e.body, c.gen FROM entries e JOIN chunks c ON c.entry_rowid = e.rowid")
+    gens = {r["gen"] for r in rows}
+    assert gens == {first.gen, st.gen}
+    for row in random.Random(1).sample(rows, 40):
+        got = core.search.search(embed_text(row["title"], row["body"]), kb="notes", mode="semantic", limit=3)
+        assert row["id"] in [r["id"] for r in got["results"]]
+    # A delete mid-move removes the vectors of either generation.
+    victim = next(r for r in rows if r["gen"] == first.gen)
+    core.kbs.delete_entry("notes", victim["id"])
+    core.embedding.index.optimize()
+    assert core.embedding.index.status()[0]["moving"] == 0
+    assert cells.state(core.db.conn, 384, "notes").prev_gen is None
+    n_chunks = core.db.query("SELECT count(*) FROM chunks")[0][0]
+    n_vecs = core.db.query("SELECT count(*) FROM vec_cells384")[0][0]
+    assert n_vecs == n_chunks * cells.REPLICAS
+    assert not core.db.query("SELECT 1 FROM vec_centroids WHERE gen = ?", (first.gen,))
+
+
+def test_removing_a_kb_forgets_its_cells(pyrite_home: Path, small_cells: None) -> None:
+    core = open_core(vector_index_min=300)
+    texts, _ = corpus(400)
+    fill(core, "gone", texts)
+    core.embedding.index.optimize()
+    assert core.db.query("SELECT count(*) FROM vec_centroids")[0][0] > 0
+    core.kbs.remove_kb("gone")
+    assert core.db.query("SELECT count(*) FROM vec_centroids")[0][0] == 0
+    assert core.db.query("SELECT count(*) FROM vec_index")[0][0] == 0
+    assert core.db.query("SELECT count(*) FROM vec_cells384")[0][0] == 0
+
+
+def test_old_layout_is_migrated_with_its_vectors(pyrite_home: Path) -> None:
+    """A database from before cells (vectors in vec_f384) keeps its vectors and searches as before."""
+    pyrite_home.mkdir(parents=True)
+    db = Database(pyrite_home / "index.db", migrate=False)
+    with db.write() as conn:
+        conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+        for name, fn in migrations.MIGRATIONS[:2]:
+            fn(conn)
+            conn.execute("INSERT INTO migrations VALUES (?, 0)", (name,))
+        conn.execute("""CREATE VIRTUAL TABLE vec_f384 USING vec0(id INTEGER PRIMARY KEY, kb TEXT PARTITION KEY,
+                        model TEXT, embedding float[384] distance_metric=cosine, +entry_rowid INTEGER)""")
+        conn.execute("INSERT INTO kbs VALUES ('notes', ?, '2026-01-01')", (str(pyrite_home / "kbs" / "notes"),))
+        emb = HashEmbedder(DENSE)
+        for i, text in enumerate(["apples and pears", "engines and gears", "rivers and lakes"]):
+            rowid = conn.execute(
+                "INSERT INTO entries (kb, id, title, body, created, updated, path, file_hash, file_mtime_ns, "
+                "file_size) VALUES ('notes', ?, ?, '', '', '', '', '', 0, 0)", (f"e{i}", text)).lastrowid
+            conn.execute("INSERT INTO embed_queue (entry_rowid, kb, content_hash, status, model, queued_at, "
+                         "run_after, updated_at) VALUES (?, 'notes', 'h', 'done', 'hash:dense-384', 0, 0, 0)",
+                         (rowid,))
+            chunk = conn.execute("INSERT INTO chunks (entry_rowid, seq, model, dim) VALUES (?, 0, "
+                                 "'hash:dense-384', 384)", (rowid,)).lastrowid
+            conn.execute("INSERT INTO vec_f384 VALUES (?, 'notes', 'hash:dense-384', ?, ?)",
+                         (chunk, emb.embed([text])[0].tobytes(), rowid))
+    db.close()
+    core = open_core()
+    assert not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_f384'")
+    assert core.db.query("SELECT count(*) FROM chunks WHERE vector IS NOT NULL AND kb = 'notes'")[0][0] == 3
+    got = core.search.search("engines and gears", kb="notes", mode="semantic", limit=3)["results"]
+    assert [r["id"] for r in got][0] == "e1" and len(got) == 3
+
+
+def test_worker_process_trains_the_index(pyrite_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = open_core()
+    core.kbs.create_kb("notes")
+    texts, queries = corpus(700)
+    for i, text in enumerate(texts):
+        core.kbs.create_entry("notes", title=f"n{i}", body=text, embed=False)
+    core.close()
+    monkeypatch.setenv("PYRITE_EMBED_MODEL", DENSE)
+    monkeypatch.setenv("PYRITE_VECTOR_INDEX_MIN", "200")
+    done = subprocess.run(pyrite_cmd("worker", "--until-empty"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status = subprocess.run(pyrite_cmd("index", "embed", "--status", "--format", "json"),
+                            capture_output=True, text=True, timeout=60)
+    info = json.loads(status.stdout)
+    assert info["counts"]["done"] == 700
+    [index] = info["index"]
+    assert index["kb"] == "notes" and not index["exact"] and index["moving"] == 0 and index["vectors"] == 700
+    core = open_core()
+    assert len(core.search.search(queries[0], kb="notes", mode="semantic", limit=10)["results"]) == 10
