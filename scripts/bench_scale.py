@@ -198,6 +198,27 @@ def queue_counts(db_path: Path) -> Callable[[], dict[str, Any]]:
     return probe
 
 
+def vector_index_state(db_path: Path) -> dict[str, Any]:
+    """Best effort, read only: the vector index's layout tables as they stand (they may change)."""
+    out: dict[str, Any] = {}
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            out["vec_tables"] = sorted(t for t in tables if t.startswith("vec_") and "_" not in t[4:])
+            if "vec_index" in tables:
+                cur = conn.execute("SELECT * FROM vec_index")
+                cols = [d[0] for d in cur.description]
+                out["vec_index"] = [{k: v for k, v in zip(cols, row) if k not in ("token", "prev_token")}
+                                    for row in cur.fetchall()]
+            cols = [r[1] for r in conn.execute("PRAGMA table_info(chunks)")]
+            if "gen" in cols:
+                out["chunks_per_gen"] = dict(conn.execute("SELECT gen, count(*) FROM chunks GROUP BY gen").fetchall())
+            out["chunks"] = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    except sqlite3.Error as exc:
+        out["error"] = str(exc)
+    return out
+
+
 def status_counts(db_path: Path) -> dict[str, int]:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
         return dict(conn.execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
@@ -473,6 +494,8 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         "cpu_s": run["cpu_s"], "counts_after": after, **wf}
     if after.get("pending") or after.get("processing") or after.get("failed"):
         log(f"  WARNING: queue after the worker: {after}; worker stderr:\n{run['stderr_tail']}")
+    result["vector_index"] = vector_index_state(settings.db_path)
+    log(f"  vector index after the worker: {json.dumps(result['vector_index'], default=str)[:600]}")
     db_files = [settings.db_path, Path(str(settings.db_path) + "-wal")]
     result["index_db_mb"] = round(sum(p.stat().st_size for p in db_files if p.exists()) / 2**20, 1)
     log(f"  worker: {run['seconds']:.1f}s ({total / run['seconds']:,.0f} items/s), RSS 10/50/90% "
@@ -589,6 +612,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{c['long_entries_400_plus']:,} entries of 400+ words; {r['exact_vectors']['chunks']:,} chunks "
               f"(both KBs); index.db {r['index_db_mb']} MB; {args.queries} queries\n")
         print(md_table(["measure", "value"], table_rows(r)))
+        vi = r.get("vector_index", {})
+        if vi.get("vec_index"):
+            print("\nvector index at search time: " + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in row.items()) for row in vi["vec_index"]))
         for line in notes(r):
             print(f"\n- note: {line}")
         print()
