@@ -117,7 +117,7 @@ def embed(ctx: click.Context, kb: str | None, force: bool, background: bool, sho
         raise click.UsageError("--status cannot be combined with --force, --background or --retry-failed")
     if watch and not show_status:
         raise click.UsageError("--watch goes with --status")
-    core = get_core(ctx)
+    core = get_core(ctx, worker=not (show_status or background))
     if kb is not None:
         core.kbs.get_kb(kb)
     if show_status:

@@ -23,7 +23,7 @@ from pyrite.worker import EmbeddingWorker
 def worker(ctx: click.Context, until_empty: bool, kb: str | None, fmt: str) -> None:
     """Run an embedding worker in the foreground (for a process manager); SIGTERM stops it cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    core = get_core(ctx)
+    core = get_core(ctx, worker=True)
     if kb is not None:
         core.kbs.get_kb(kb)
     if not core.embedding.enabled:

@@ -306,16 +306,18 @@ class EmbeddingService:
         s = self.settings
         with self.db.write() as conn:
             t = self._now(now)
-            for dim in {int(o.shape[1]) for _, o in outcomes if isinstance(o, np.ndarray)}:
+            ok = [(w, o) for w, o in outcomes if isinstance(o, np.ndarray)]
+            for dim in {int(o.shape[1]) for _, o in ok}:
                 vectors.ensure_table(conn, dim)  # once per batch, not per item
+            # Completion is guarded per item (still ours, text unchanged); a superseded result is dropped.
+            completed = queue.complete_many(conn, [w.item for w, _ in ok], model=model, now=t)
+            kept = [(w, o) for w, o in ok if w.item.entry_rowid in completed]
+            vectors.replace_many(conn, model, [(w.item.entry_rowid, w.item.kb, o) for w, o in kept])
+            events.append_many(conn, "embed_complete", [(w.item.kb, w.entry_id) for w, _ in kept], model=model, now=t)
+            result.done += len(kept)
+            result.discarded += len(ok) - len(kept)
             for w, outcome in outcomes:
                 if isinstance(outcome, np.ndarray):
-                    if queue.complete(conn, w.item, model=model, now=t):
-                        vectors.replace(conn, w.item.entry_rowid, w.item.kb, model, outcome, ensure=False)
-                        events.append(conn, "embed_complete", kb=w.item.kb, entry_id=w.entry_id, model=model, now=t)
-                        result.done += 1
-                    else:
-                        result.discarded += 1
                     continue
                 message = str(outcome)
                 attempts_allowed = s.embed_max_attempts if outcome.retryable else w.item.attempts

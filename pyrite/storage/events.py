@@ -18,6 +18,14 @@ def append(conn: Any, type: str, *, kb: str | None, entry_id: str | None, now: f
     return int(cur.lastrowid)
 
 
+def append_many(conn: Any, type: str, rows: list[tuple[str, str]], *, now: float, model: str | None = None) -> None:
+    """Append one event per (kb, entry_id) inside the caller's transaction, in order."""
+    conn.executemany(
+        "INSERT INTO events (type, kb, entry_id, model, error, created) VALUES (?, ?, ?, ?, NULL, ?)",
+        [(type, kb, entry_id, model, now) for kb, entry_id in rows],
+    )
+
+
 def since(conn: Any, after_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
     """Events with id > after_id, oldest first, as JSON-ready dicts."""
     rows = conn.execute(

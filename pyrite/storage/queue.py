@@ -147,6 +147,26 @@ def complete(conn: Any, item: Claim, *, model: str, now: float) -> bool:
     return cur.rowcount == 1
 
 
+def complete_many(conn: Any, items: Sequence[Claim], *, model: str, now: float) -> set[int]:
+    """Mark every item done that is still ours with its text unchanged (one statement); return their rowids."""
+    if not items:
+        return set()
+    # One UPDATE for the batch: per-statement overhead, not the rows, is what a batch of ten pays for.
+    values = ",".join("(?, ?, ?)" for _ in items)
+    params: list[Any] = []
+    for item in items:
+        params += [item.entry_rowid, item.owner, item.content_hash]
+    params += [model, now]  # placeholders number in text order: the VALUES come first
+    rows = conn.execute(
+        f"""WITH mine(rowid_, owner_, hash_) AS (VALUES {values})
+            UPDATE embed_queue SET status = 'done', model = ?, error = NULL, lease_owner = NULL,
+            lease_expires_at = NULL, updated_at = ?
+            FROM mine WHERE entry_rowid = mine.rowid_ AND status = 'processing'
+            AND lease_owner = mine.owner_ AND content_hash = mine.hash_
+            RETURNING entry_rowid""", params).fetchall()
+    return {r[0] for r in rows}
+
+
 def skip(conn: Any, item: Claim, *, now: float) -> bool:
     """Mark item skipped (nothing to embed) if it is still ours."""
     cur = conn.execute(

@@ -70,13 +70,15 @@ def existing_tables(conn: Any) -> list[int]:
 
 def delete_entries(conn: Any, entry_rowids: Sequence[int]) -> None:
     """Remove every chunk and vector of these entries."""
-    for rowid in entry_rowids:
-        chunks = conn.execute("SELECT id, dim, gen FROM chunks WHERE entry_rowid = ?", (rowid,)).fetchall()
+    for start in range(0, len(entry_rowids), 500):
+        part = list(entry_rowids[start:start + 500])
+        marks = ",".join("?" * len(part))
+        chunks = conn.execute(f"SELECT id, dim, gen FROM chunks WHERE entry_rowid IN ({marks})", part).fetchall()
         for chunk_id, dim, gen in chunks:
             for vec_id in vec_ids(chunk_id, gen):
                 conn.execute(f"DELETE FROM {table_name(dim)} WHERE id = ?", (vec_id,))
         if chunks:
-            conn.execute("DELETE FROM chunks WHERE entry_rowid = ?", (rowid,))
+            conn.execute(f"DELETE FROM chunks WHERE entry_rowid IN ({marks})", part)
 
 
 def _insert(conn: Any, name: str, st: cells.State, chunk_ids: list[int], vecs: np.ndarray, kb: str, model: str,
@@ -97,20 +99,46 @@ def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarra
 
     ensure=False skips creating the table, for callers that did it once for a whole batch.
     """
-    delete_entries(conn, [entry_rowid])
-    dim = int(vectors.shape[1])
-    name = ensure_table(conn, dim) if ensure else table_name(dim)
-    st = cells.ensure_state(conn, dim, kb)
-    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-    chunk_ids = []
-    for seq, vec in enumerate(vecs):
-        cur = conn.execute(
-            "INSERT INTO chunks (entry_rowid, seq, model, dim, kb, gen, vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry_rowid, seq, model, dim, kb, st.gen, vec.tobytes()),
-        )
-        chunk_ids.append(cur.lastrowid)
-    _insert(conn, name, st, chunk_ids, vecs, kb, model, [entry_rowid] * len(chunk_ids))
-    return len(vecs)
+    if ensure:
+        ensure_table(conn, int(vectors.shape[1]))
+    return replace_many(conn, model, [(entry_rowid, kb, vectors)])
+
+
+def replace_many(conn: Any, model: str, entries: Sequence[tuple[int, str, np.ndarray]]) -> int:
+    """For each (entry_rowid, kb, vectors): make those the entry's only vectors. The tables must exist.
+
+    Set-wise, a few statements for the whole batch rather than a few per entry: a worker's batch is mostly this.
+    """
+    if not entries:
+        return 0
+    delete_entries(conn, [e[0] for e in entries])
+    groups: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
+    for entry_rowid, kb, vecs in entries:
+        groups.setdefault((int(vecs.shape[1]), kb), []).append((entry_rowid, vecs))
+    total = 0
+    for (dim, kb), items in groups.items():
+        st = cells.ensure_state(conn, dim, kb)
+        arr = np.ascontiguousarray(np.concatenate([v for _, v in items]), dtype=np.float32)
+        owners = [(entry_rowid, seq) for entry_rowid, vecs in items for seq in range(len(vecs))]
+        chunk_ids = _insert_chunks(conn, model, st, owners, arr)
+        _insert(conn, table_name(dim), st, chunk_ids, arr, kb, model, [o[0] for o in owners])
+        total += len(owners)
+    return total
+
+
+def _insert_chunks(conn: Any, model: str, st: cells.State, owners: list[tuple[int, int]], arr: np.ndarray) -> list[int]:
+    """Insert chunk rows for (entry_rowid, seq) pairs with their exact vectors; return their ids, in order."""
+    ids: dict[tuple[int, int], int] = {}
+    for start in range(0, len(owners), 1000):  # SQLite caps the parameters of one statement
+        part = owners[start:start + 1000]
+        values = ",".join("(?, ?, ?, ?, ?, ?, ?)" for _ in part)
+        params = [v for i, (entry_rowid, seq) in enumerate(part, start)
+                  for v in (entry_rowid, seq, model, st.dim, st.kb, st.gen, arr[i].tobytes())]
+        for chunk_id, entry_rowid, seq in conn.execute(
+                f"INSERT INTO chunks (entry_rowid, seq, model, dim, kb, gen, vector) VALUES {values} "
+                "RETURNING id, entry_rowid, seq", params):
+            ids[(entry_rowid, seq)] = chunk_id  # RETURNING order is unspecified: map back by key
+    return [ids[o] for o in owners]
 
 
 def move_batch(conn: Any, st: cells.State, limit: int = cells.MOVE_BATCH) -> int:
