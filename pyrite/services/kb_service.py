@@ -218,28 +218,45 @@ class KBService:
         entry = Entry(kb=kb, id="", title=title, body=body, type=kind, tags=tag_list,
                       created=stamp, updated=stamp, meta=extra)
         slug = slugify(title)
-        written: Path | None = None
+        # The file is written and its fsync started before the lock; the index rows are written while
+        # the fsync runs, and the file is linked into place once it is on disk, just before COMMIT.
+        entry.id = slug
+        data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
+        staged = files.stage(folder, data)
+        installed: Path | None = None
         try:
             with self.db.write() as conn:
                 for n in range(1, 10_000):
-                    entry.id = with_suffix(slug, n)
-                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?", (kb, entry.id)).fetchone():
+                    candidate = with_suffix(slug, n)
+                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?", (kb, candidate)).fetchone():
                         continue
-                    path = folder / f"{entry.id}.md"
-                    data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
-                    try:
-                        st = files.write_atomic(path, data, exclusive=True)
-                    except FileExistsError:
+                    path = folder / f"{candidate}.md"
+                    if path.exists():
                         continue  # a file not (yet) indexed holds this name: never overwrite it
-                    written = path
+                    if candidate != entry.id:  # the id is in the frontmatter: render again
+                        files.discard(staged)
+                        entry.id = candidate
+                        data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
+                        staged = files.stage(folder, data)
+                    entry.path = path.name
+                    conn.execute("SAVEPOINT put_entry")
+                    rowid = self._put_row(conn, entry, data, staged.stat, "entry_created")
+                    try:
+                        files.install(staged, path, exclusive=True)
+                    except FileExistsError:  # created between the check and the link
+                        conn.execute("ROLLBACK TO put_entry")
+                        conn.execute("RELEASE put_entry")
+                        continue
+                    conn.execute("RELEASE put_entry")
+                    installed = path
                     break
                 else:
                     raise ConflictError(f"too many entries named like {slug!r}")
-                entry.path = path.name
-                rowid = self._put_row(conn, entry, data, st, "entry_created")
         except BaseException:
-            if written is not None:
-                written.unlink(missing_ok=True)
+            if installed is not None:
+                installed.unlink(missing_ok=True)
+            else:
+                files.discard(staged)
             raise
         self._after_write([rowid], embed)
         return self.get_entry(kb, entry.id)
@@ -272,30 +289,39 @@ class KBService:
         # A None value drops the key; the others are checked like new meta.
         meta_set = _check_meta({k: v for k, v in (meta or {}).items() if v is not None})
         meta_drop = [k for k, v in (meta or {}).items() if v is None]
-        with self.db.write() as conn:
-            try:
-                old = path.read_bytes()
-            except FileNotFoundError:
-                raise NotFoundError(
-                    f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
-                ) from None
-            # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
-            entry = self._entry_from_file(kb, entry_id, path.name, old, path.stat())
-            entry.created = entry.created or current.created
-            for key, value in changes.items():
-                if value is not None:
-                    setattr(entry, key, value)
-            entry.meta.update(meta_set)
-            for key in meta_drop:
-                entry.meta.pop(key, None)
-            entry.updated = now_iso()
-            data = files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
-            st = files.write_atomic(path, data)
-            try:
-                rowid = self._put_row(conn, entry, data, st, "entry_updated")
-            except BaseException:
-                files.write_atomic(path, old)
-                raise
+        replaced: bytes | None = None  # the old content, once the new file is in place
+        try:
+            with self.db.write() as conn:
+                try:
+                    old = path.read_bytes()
+                except FileNotFoundError:
+                    raise NotFoundError(
+                        f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
+                    ) from None
+                # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
+                entry = self._entry_from_file(kb, entry_id, path.name, old, path.stat())
+                entry.created = entry.created or current.created
+                for key, value in changes.items():
+                    if value is not None:
+                        setattr(entry, key, value)
+                entry.meta.update(meta_set)
+                for key in meta_drop:
+                    entry.meta.pop(key, None)
+                entry.updated = now_iso()
+                data = files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
+                staged = files.stage(folder, data)
+                try:
+                    # Rows first, while the new content is flushed; the file is replaced only once both are done.
+                    rowid = self._put_row(conn, entry, data, staged.stat, "entry_updated")
+                    files.install(staged, path)
+                    replaced = old
+                except BaseException:
+                    files.discard(staged)
+                    raise
+        except BaseException:
+            if replaced is not None:  # the commit failed after the file changed: put the old one back
+                files.write_atomic(path, replaced)
+            raise
         self._after_write([rowid], embed)
         return self.get_entry(kb, entry_id)
 
@@ -437,7 +463,7 @@ class KBService:
 
     def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str) -> int:
         """Upsert the entries row (FTS follows by trigger), its queue row and an event; return the rowid."""
-        conn.execute(
+        rowid = conn.execute(
             """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
                                     file_hash, file_mtime_ns, file_size)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -445,12 +471,12 @@ class KBService:
                  type = excluded.type, tags = excluded.tags, meta = excluded.meta,
                  created = excluded.created, updated = excluded.updated, path = excluded.path,
                  file_hash = excluded.file_hash, file_mtime_ns = excluded.file_mtime_ns,
-                 file_size = excluded.file_size""",
+                 file_size = excluded.file_size
+               RETURNING rowid""",
             (entry.kb, entry.id, entry.title, entry.body, entry.type,
              json.dumps(entry.tags, ensure_ascii=False), json.dumps(entry.meta, ensure_ascii=False),
              entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
-        )
-        rowid = conn.execute("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (entry.kb, entry.id)).fetchone()[0]
+        ).fetchone()[0]
         now = time.time()
         if self.model_id:
             text = embed_text(entry.title, entry.body)

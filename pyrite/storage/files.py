@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,27 +90,77 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# fsync runs here while the caller does its SQLite work: a write waits for the slower of the two, not both.
+_FLUSHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyrite-fsync")
+
+
+@dataclass
+class Staged:
+    """A temp file holding the next content of an entry file, being flushed to disk."""
+
+    tmp: str
+    stat: os.stat_result  # size and mtime the installed file will have (link and rename keep them)
+    flushed: Future[None] | None
+
+
+def _flush_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(folder: Path, data: bytes, *, durable: bool = True) -> Staged:
+    """Write data to a temp file in folder and start flushing it to disk in the background."""
+    # A short temp name: the final name may already be near the 255-byte limit.
+    fd, tmp = tempfile.mkstemp(prefix=".pyrite-", suffix=".tmp", dir=folder)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    if not durable:
+        os.close(fd)
+        return Staged(tmp, st, None)
+    return Staged(tmp, st, _FLUSHER.submit(_flush_and_close, fd))
+
+
+def install(staged: Staged, path: Path, *, exclusive: bool = False) -> os.stat_result:
+    """Wait until the staged content is on disk, then move it to path (exclusive: fail if path exists)."""
+    if staged.flushed is not None:
+        staged.flushed.result()
+    if exclusive:
+        _link_exclusive(staged.tmp, path)
+    else:
+        os.replace(staged.tmp, path)
+    return staged.stat
+
+
+def discard(staged: Staged) -> None:
+    """Remove a staged file that will not be installed."""
+    if staged.flushed is not None:
+        try:
+            staged.flushed.result()
+        except OSError:
+            pass
+    try:
+        os.unlink(staged.tmp)
+    except FileNotFoundError:
+        pass
+
+
 def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, durable: bool = True) -> os.stat_result:
     """Write data to path via a temp file and rename; with exclusive, fail if path exists. Return its stat."""
-    # A short temp name: the final name may already be near the 255-byte limit.
-    fd, tmp = tempfile.mkstemp(prefix=".pyrite-", suffix=".tmp", dir=path.parent)
+    staged = stage(path.parent, data, durable=durable)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if exclusive:
-            _link_exclusive(tmp, path)
-        else:
-            os.replace(tmp, path)
+        return install(staged, path, exclusive=exclusive)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard(staged)
         raise
-    return path.stat()
 
 
 def _link_exclusive(tmp: str, path: Path) -> None:
