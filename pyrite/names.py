@@ -8,6 +8,7 @@ import unicodedata
 from pyrite.errors import ValidationError
 
 _KB_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ASCII_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ID_MAX = 128
 SLUG_MAX = 80
 # File names are limited to 255 bytes; leave room for ".md" and suffixes like "-10".
@@ -32,6 +33,8 @@ def is_entry_id(entry_id: object) -> bool:
     """True for ids of 1-128 letters, digits, marks, '-', '_', inner '.'; never '..' or a separator."""
     if not isinstance(entry_id, str) or not 1 <= len(entry_id) <= ID_MAX:
         return False
+    if entry_id.isascii():  # the common case, by regex; same rules as below
+        return _ASCII_ID.fullmatch(entry_id) is not None and entry_id[-1] != "." and ".." not in entry_id
     if len(entry_id.encode("utf-8", "surrogatepass")) > SLUG_MAX_BYTES + 20:
         return False
     if not _is_word(entry_id[0]) or entry_id[-1] == "." or ".." in entry_id:

@@ -136,6 +136,9 @@ def _entry_from_row(row: Any) -> Entry:
                  embedding_status=row[11], embedding_error=row[12])
 
 
+BULK_CACHE_KIB = 64 * 1024  # page cache of a large build or sync (SQLite's default is 2 MiB)
+
+
 class KBService:
     """The KB and entry operations every front end uses; holds no front-end logic."""
 
@@ -368,11 +371,11 @@ class KBService:
 
     # -- index build and sync ------------------------------------------------
 
-    def build(self, kb: str, *, force: bool = False, batch: int = 500) -> IndexReport:
+    def build(self, kb: str, *, force: bool = False, batch: int = 2000) -> IndexReport:
         """Read every markdown file of the KB and bring the index in line (force: rewrite unchanged rows too)."""
         return self._reconcile(kb, read_all=True, force=force, batch=batch)
 
-    def sync(self, kb: str, *, batch: int = 500) -> IndexReport:
+    def sync(self, kb: str, *, batch: int = 2000) -> IndexReport:
         """Index files added, edited or removed outside pyrite; reads only files whose size or mtime moved."""
         return self._reconcile(kb, read_all=False, force=False, batch=batch)
 
@@ -402,8 +405,10 @@ class KBService:
             else:
                 report.unchanged += 1
         gone = [entry_id for entry_id in known if entry_id not in seen]
-        for start in range(0, len(todo), batch):
-            self._index_files(kb, todo[start:start + batch], known, force, report)
+        with self.db.cache_size(BULK_CACHE_KIB if len(todo) > batch else None):
+            # A bigger page cache while thousands of rows go in: FTS5 re-reads its segments as it merges.
+            for start in range(0, len(todo), batch):
+                self._index_files(kb, todo[start:start + batch], known, force, report)
         for start in range(0, len(gone), batch):
             with self.db.write() as conn:
                 self._delete_rows(conn, kb, gone[start:start + batch])

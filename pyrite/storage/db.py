@@ -140,6 +140,20 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def cache_size(self, kib: int | None) -> Iterator[None]:
+        """Give this thread's connection a page cache of `kib` KiB for the block (None: leave it)."""
+        if kib is None:
+            yield
+            return
+        conn = self.conn
+        before = conn.execute("pragma cache_size").fetchone()[0]
+        conn.execute(f"pragma cache_size = {-int(kib)}")
+        try:
+            yield
+        finally:
+            conn.execute(f"pragma cache_size = {int(before)}")
+
     def query(self, sql: str, params: Any = ()) -> list[Any]:
         """Rows of one read statement on this thread's connection."""
         return self.conn.execute(sql, params).fetchall()
