@@ -268,3 +268,24 @@ def test_fts_query_quotes_every_piece(text: str) -> None:
     for phrase in q.split('" "'):
         inner = phrase.strip('"')
         assert '"' not in inner.replace('""', "")
+
+
+def test_kb_filter_keeps_the_full_text_index_as_outer_loop(core, monkeypatch) -> None:
+    """With a KB filter SQLite once walked the KB's entries, running the MATCH per entry (1 s at 10,000)."""
+    core.kbs.create_kb("other")
+    for i in range(30):
+        core.kbs.create_entry("notes", title=f"alpha note {i}", body="alpha beta", embed=False)
+        core.kbs.create_entry("other", title=f"alpha other {i}", body="alpha gamma", embed=False)
+    seen: list[tuple[str, list]] = []
+    real_query = core.db.query
+
+    def spy(sql, params=()):
+        seen.append((sql, list(params)))
+        return real_query(sql, params)
+
+    monkeypatch.setattr(core.db, "query", spy)
+    hits = core.search.search("alpha", kb="notes", mode="keyword", limit=5)["results"]
+    assert len(hits) == 5 and {h["kb"] for h in hits} == {"notes"}
+    sql, params = next((q, p) for q, p in seen if "MATCH" in q)
+    plan = [row[3] for row in real_query("EXPLAIN QUERY PLAN " + sql, params)]
+    assert plan[0].startswith("SCAN entries_fts"), plan

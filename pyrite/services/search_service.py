@@ -115,7 +115,9 @@ class SearchService:
             "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, "
             f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)}) AS rank, "
             f"snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS}) AS snip "
-            "FROM entries_fts JOIN entries e ON e.rowid = entries_fts.rowid "
+            # CROSS JOIN keeps the full-text index as the outer loop: with a plain JOIN and a KB filter,
+            # SQLite walks the KB's entries and runs the MATCH once per entry (seconds at 10,000 entries).
+            "FROM entries_fts CROSS JOIN entries e ON e.rowid = entries_fts.rowid "
             "LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE entries_fts MATCH ?"
         )
         params: list[Any] = [match]
