@@ -10,7 +10,8 @@ b. ``pyrite index build --kb bench --no-embed`` in a subprocess: wall time, file
    RSS of that process (its VmHWM, written at exit by a tiny launcher that runs the CLI: see LAUNCHER
    for why ru_maxrss cannot be used);
 c. ``pyrite index sync --kb bench --no-embed`` with nothing changed (wall seconds, median of runs);
-d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 s from /proc, reported
+d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 s from /proc (0.2 s
+   when fewer than 5,000 items are queued), reported
    at 10%, 50% and 90% of the drain (by ``embed_queue`` counts read in a separate read-only SQLite
    connection) and at its peak; items/s over the whole run and over the 10%-90% stretch;
 e. in-process search latency: ``Pyrite(settings).search.search(q, kb=..., mode=m, limit=10)`` for
@@ -24,6 +25,10 @@ f. recall@10 of semantic search against an exact cosine search computed here, in
    10). Recall is given for kb=bench (the KB filter) and kb=None. The exact numpy search time per
    query (matrix product over all chunk vectors of the KB, best chunk per entry, top 10) is the
    reference beside pyrite's semantic latency.
+g. when the worker leaves a write-ahead log larger than --wal-recheck-mb, the WAL is checkpointed
+   (TRUNCATE) and semantic and keyword search are timed again: a big WAL slows every read.
+
+Each search is interrupted after --query-timeout seconds (counted at the cap).
 
 Default embedder: the fast deterministic provider ``hash`` with model ``dense-384`` (each word a fixed
 random 384-d direction, so vectors look dense like a real model's). ``--real-model`` switches to the
@@ -219,6 +224,13 @@ def vector_index_state(db_path: Path) -> dict[str, Any]:
     return out
 
 
+def db_sizes_mb(db_path: Path) -> tuple[float, float]:
+    """Sizes of index.db and of its write-ahead log, MB."""
+    wal = Path(str(db_path) + "-wal")
+    size = db_path.stat().st_size if db_path.exists() else 0
+    return round(size / 2**20, 1), round((wal.stat().st_size if wal.exists() else 0) / 2**20, 1)
+
+
 def status_counts(db_path: Path) -> dict[str, int]:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
         return dict(conn.execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
@@ -322,12 +334,38 @@ def top10(scores: np.ndarray, k: int = 10) -> np.ndarray:
     return part[np.argsort(-scores[part])]
 
 
-def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Latency per mode (kb=bench) and semantic over all KBs; recall@10 against the exact search."""
-    runs = [(m, KB) for m in MODES] + [("semantic", None), ("keyword", None)]
+class QueryTimeout(Exception):
+    pass
+
+
+def search_capped(core: Pyrite, q: str, kb: str | None, mode: str, timeout: float) -> dict[str, Any]:
+    """core.search.search, interrupted (sqlite3 interrupt()) after `timeout` seconds: QueryTimeout then."""
+    conn = core.db.conn  # this thread's connection: the one the search runs on
+    timer = threading.Timer(timeout, conn.interrupt)
+    timer.start()
+    t0 = time.perf_counter()
+    try:
+        return core.search.search(q, kb=kb, mode=mode, limit=10)
+    except Exception as exc:
+        if time.perf_counter() - t0 >= timeout:
+            raise QueryTimeout(f"interrupted after {timeout:g}s ({type(exc).__name__}: {exc})") from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any] | None, args: argparse.Namespace,
+                 runs: list[tuple[str, str | None]] | None = None) -> dict[str, Any]:
+    """Latency per mode (kb=bench) and semantic over all KBs; recall@10 against the exact search (if ex)."""
+    runs = runs or [(m, KB) for m in MODES] + [("semantic", None), ("keyword", None)]
+    t_warm = time.perf_counter()
     for q in qs[:10]:  # warm-up
         for mode, kb in runs:
-            core.search.search(q, kb=kb, mode=mode, limit=10)
+            try:
+                search_capped(core, q, kb, mode, args.query_timeout)
+            except Exception as exc:  # counted in the measured loop below
+                log(f"  warm-up {mode} kb={kb} {q!r}: {str(exc)[:200]}")
+    log(f"  warm-up: {time.perf_counter() - t_warm:.1f}s for 10 queries x {len(runs)} runs")
     times: dict[str, list[float]] = {f"{m}:{kb or 'all'}": [] for m, kb in runs}
     counts: dict[str, list[int]] = {k: [] for k in times}
     fallbacks: dict[str, int] = {k: 0 for k in times}
@@ -335,8 +373,12 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
     wrong_kb = 0
     spent: dict[str, float] = {k: 0.0 for k in times}
     skipped: dict[str, int] = {k: 0 for k in times}
-    got: dict[str, list[list[dict[str, Any]]]] = {"semantic:bench": [], "semantic:all": []}
+    timeouts: dict[str, int] = {k: 0 for k in times}
+    got: dict[str, list[list[dict[str, Any]] | None]] = {k: [] for k in ("semantic:bench", "semantic:all") if k in times}
     for i, q in enumerate(qs):
+        if i and i % 50 == 0:
+            log(f"  {i}/{len(qs)} queries; seconds spent per run: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in spent.items()))
         order = runs[i % len(runs):] + runs[:i % len(runs)]  # rotate: no mode always runs first
         for mode, kb in order:
             name = f"{mode}:{kb or 'all'}"
@@ -347,7 +389,15 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
                 continue
             t0 = time.perf_counter()
             try:
-                res = core.search.search(q, kb=kb, mode=mode, limit=10)
+                res = search_capped(core, q, kb, mode, args.query_timeout)
+            except QueryTimeout:
+                # Counted at the cap, so percentiles are lower bounds when timeouts occur.
+                times[name].append(time.perf_counter() - t0)
+                spent[name] += times[name][-1]
+                timeouts[name] += 1
+                if name in got:
+                    got[name].append(None)  # left out of the recall
+                continue
             except Exception as exc:  # report, keep going: pyrite may be changing underneath
                 errors[name].append(f"{type(exc).__name__}: {exc}")
                 if name in got:
@@ -369,19 +419,24 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any], args: argparse
         s["fell_back_to_keyword"] = fallbacks[name]
         s["errors"] = len(errors[name])
         s["queries_skipped_over_budget"] = skipped[name]
+        s["timeouts"] = timeouts[name]
         if errors[name]:
             s["first_error"] = errors[name][0][:500]
         out[name] = s
     out["results_from_other_kbs_with_kb_filter"] = wrong_kb
+    if ex is None:
+        return out
 
     # Exact search: recall@10 of pyrite's semantic results, and the numpy time per query.
     embedder = ex["embedder"]
     exact_ms: list[float] = []
     for name, kb in (("semantic:bench", KB), ("semantic:all", None)):
+        if name not in got:
+            continue
         recalls, strict, score_err = [], [], []
         lo = 0 if kb is None else ex["kb_ranges"][kb][0]
         for q, results in zip(qs, got[name]):
-            if results is None:  # not run (time budget)
+            if results is None:  # not run (time budget) or timed out
                 continue
             qvec = np.asarray(embedder.embed([q])[0], dtype=np.float32)
             t0 = time.perf_counter()
@@ -485,7 +540,8 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     total = counts.get("pending", 0)
     done_before = sum(counts.get(k, 0) for k in ("done", "failed", "skipped"))
     log(f"  pyrite worker --until-empty over {total:,} queued entries (batch size {args.batch_size}) ...")
-    run = run_measured(["worker", "--until-empty"], env, interval=0.5, timeout=args.timeout,
+    # Every 0.5 s; 0.2 s for small queues, which drain in a few seconds.
+    run = run_measured(["worker", "--until-empty"], env, interval=0.5 if total > 5000 else 0.2, timeout=args.timeout,
                        probe=queue_counts(settings.db_path))
     after = status_counts(settings.db_path)
     wf = worker_figures(run, total, done_before)
@@ -496,8 +552,7 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         log(f"  WARNING: queue after the worker: {after}; worker stderr:\n{run['stderr_tail']}")
     result["vector_index"] = vector_index_state(settings.db_path)
     log(f"  vector index after the worker: {json.dumps(result['vector_index'], default=str)[:600]}")
-    db_files = [settings.db_path, Path(str(settings.db_path) + "-wal")]
-    result["index_db_mb"] = round(sum(p.stat().st_size for p in db_files if p.exists()) / 2**20, 1)
+    result["index_db_mb"], result["wal_mb_after_worker"] = db_sizes_mb(settings.db_path)
     log(f"  worker: {run['seconds']:.1f}s ({total / run['seconds']:,.0f} items/s), RSS 10/50/90% "
         f"{wf['rss_at_10pct_mb']}/{wf['rss_at_50pct_mb']}/{wf['rss_at_90pct_mb']} MB, peak {run['peak_rss_mb']} MB")
 
@@ -516,6 +571,22 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         result["search"] = bench_search(core, qs, ex, args)
     finally:
         core.close()
+    result["wal_mb_after_search"] = db_sizes_mb(settings.db_path)[1]
+
+    # The same semantic searches once the WAL is folded back into index.db, when the worker left a big one.
+    if result["wal_mb_after_worker"] > args.wal_recheck_mb:
+        log(f"  WAL of {result['wal_mb_after_worker']} MB after the worker: checkpoint (TRUNCATE), search again ...")
+        t0 = time.perf_counter()
+        with sqlite3.connect(settings.db_path, timeout=60) as conn:
+            ck = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        result["wal_checkpoint"] = {"seconds": round(time.perf_counter() - t0, 2), "result": list(ck),
+                                    "wal_mb_after": db_sizes_mb(settings.db_path)[1]}
+        core = Pyrite(settings)
+        try:
+            result["search_after_checkpoint"] = bench_search(core, qs[:100], None, args,
+                                                             runs=[("semantic", KB), ("keyword", KB)])
+        finally:
+            core.close()
     s = result["search"]
     log(f"  semantic median {s['semantic:bench'].get('median_ms')} ms, recall@10 "
         f"{s['semantic:bench']['recall_at_10']}, exact numpy {s['exact_numpy']['median_ms']} ms")
@@ -551,7 +622,15 @@ def table_rows(r: dict[str, Any]) -> list[list[Any]]:
         ["recall@10 semantic (kb filter / all KBs)",
          f"{s['semantic:bench']['recall_at_10']} / {s['semantic:all']['recall_at_10']}"],
         ["exact numpy ms median / p99", f"{s['exact_numpy']['median_ms']} / {s['exact_numpy']['p99_ms']}"],
+        ["index.db MB / WAL MB after the worker", f"{r['index_db_mb']} / {r['wal_mb_after_worker']}"],
     ]
+    after = r.get("search_after_checkpoint")
+    if after:
+        sa, ka = after["semantic:bench"], after["keyword:bench"]
+        rows.append([f"after a WAL checkpoint ({r['wal_checkpoint']['seconds']} s): semantic / keyword ms median",
+                     f"{sa.get('median_ms', 'error')} / {ka.get('median_ms', 'error')}"])
+    else:
+        rows.append(["after a WAL checkpoint: semantic / keyword ms median", "- (WAL small)"])
     return rows
 
 
@@ -564,6 +643,9 @@ def notes(r: dict[str, Any]) -> list[str]:
         if isinstance(v, dict) and v.get("queries_skipped_over_budget"):
             out.append(f"{name}: ran {v['n']} queries only (the other {v['queries_skipped_over_budget']} "
                        f"skipped: over the --mode-budget of search time)")
+        if isinstance(v, dict) and v.get("timeouts"):
+            out.append(f"{name}: {v['timeouts']} searches interrupted at --query-timeout (counted at the cap, "
+                       f"so its percentiles are lower bounds)")
         if isinstance(v, dict) and v.get("fell_back_to_keyword"):
             out.append(f"{name}: {v['fell_back_to_keyword']} searches fell back to keyword")
         if isinstance(v, dict) and "mean_results" in v and v["mean_results"] < 10 and not name.startswith("keyword"):
@@ -588,6 +670,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mode-budget", type=float, default=60.0,
                     help="seconds of search time per mode and size after which that mode's remaining queries "
                          "are skipped (at least 10 always run; default 60)")
+    ap.add_argument("--query-timeout", type=float, default=30.0,
+                    help="seconds after which one search is interrupted and counted as a timeout (default 30)")
+    ap.add_argument("--wal-recheck-mb", type=float, default=64.0,
+                    help="when the worker leaves a WAL larger than this (MB), checkpoint it and time semantic and "
+                         "keyword search again (default 64)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="longest run of one subprocess, s (default 3600)")
     ap.add_argument("--tmp", default=None, help="parent folder of the temporary homes (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (their paths are logged)")
@@ -610,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"## N = {r['n']:,} entries (+ {r['n_other_kb']:,} in a second KB); run {r['total_s']:.0f}s\n")
         print(f"corpus: {c['words']:,} words, median {c['median_words']} / p95 {c['p95_words']} words per entry, "
               f"{c['long_entries_400_plus']:,} entries of 400+ words; {r['exact_vectors']['chunks']:,} chunks "
-              f"(both KBs); index.db {r['index_db_mb']} MB; {args.queries} queries\n")
+              f"(both KBs); {args.queries} queries\n")
         print(md_table(["measure", "value"], table_rows(r)))
         vi = r.get("vector_index", {})
         if vi.get("vec_index"):
