@@ -25,8 +25,11 @@ f. recall@10 of semantic search against an exact cosine search computed here, in
    10). Recall is given for kb=bench (the KB filter) and kb=None. The exact numpy search time per
    query (matrix product over all chunk vectors of the KB, best chunk per entry, top 10) is the
    reference beside pyrite's semantic latency.
-g. when the worker leaves a write-ahead log larger than --wal-recheck-mb, the WAL is checkpointed
-   (TRUNCATE) and semantic and keyword search are timed again: a big WAL slows every read.
+g. the write-ahead log: its largest size while the worker runs (stat of index.db-wal) and its size
+   after. The queue probe's connection is still open when the worker exits, as a server's or another
+   client's would be, so the WAL outlives the worker and the searches of (e) run with it. When it is
+   larger than --wal-recheck-mb, it is checkpointed (closing the last connection, then
+   wal_checkpoint(TRUNCATE)) and semantic and keyword search are timed again.
 
 Each search is interrupted after --query-timeout seconds (counted at the cap).
 
@@ -124,7 +127,7 @@ main()
 
 
 def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 0.1, timeout: float = 3600.0,
-                 probe: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+                 probe: Any = None) -> dict[str, Any]:
     """Run the pyrite CLI; return wall seconds, stdout, stderr tail, peak RSS and /proc samples.
 
     The peak RSS is the child's VmHWM written by LAUNCHER at exit (else the last VmHWM sampled). A thread
@@ -167,6 +170,8 @@ def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
+        if probe is not None and hasattr(probe, "close"):
+            probe.close()
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
@@ -188,19 +193,34 @@ def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "samples": samples}
 
 
-def queue_counts(db_path: Path) -> Callable[[], dict[str, Any]]:
-    """A probe reading embed_queue counts per status through its own read-only connection."""
-    conn: list[sqlite3.Connection] = []
+class QueueProbe:
+    """Reads embed_queue counts per status through its own read-only connection, and the WAL's size.
 
-    def probe() -> dict[str, Any]:
-        if not conn:
-            c = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-            c.execute("PRAGMA busy_timeout = 5000")
-            conn.append(c)
-        counts = dict(conn[0].execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
-        return {"counts": counts}
+    Each read is one short statement (no transaction is held between samples). close() must be called
+    when the worker exits: an open connection keeps SQLite from removing the WAL at the worker's close.
+    """
 
-    return probe
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.wal = Path(str(db_path) + "-wal")
+        self.conn: sqlite3.Connection | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            out["wal_mb"] = round(self.wal.stat().st_size / 2**20, 1)
+        except OSError:
+            out["wal_mb"] = 0.0
+        if self.conn is None:
+            self.conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5,
+                                        check_same_thread=False)
+        out["counts"] = dict(self.conn.execute("SELECT status, count(*) FROM embed_queue GROUP BY status").fetchall())
+        return out
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def vector_index_state(db_path: Path) -> dict[str, Any]:
@@ -256,6 +276,8 @@ def worker_figures(run: dict[str, Any], total: int, done_before: int) -> dict[st
         hit = next((r for r in rows if r[1] >= frac * total), None)
         points[frac] = hit
         out[f"rss_at_{int(frac * 100)}pct_mb"] = round(hit[2], 1) if hit else None
+    wal = [s["wal_mb"] for s in run["samples"] if "wal_mb" in s]
+    out["wal_max_mb"] = max(wal) if wal else None
     out["rss_first_sample_mb"] = round(rows[0][2], 1) if rows else None
     out["rss_max_sampled_mb"] = round(max(r[2] for r in rows), 1) if rows else None
     step = max(1, len(rows) // 40)
@@ -542,7 +564,7 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     log(f"  pyrite worker --until-empty over {total:,} queued entries (batch size {args.batch_size}) ...")
     # Every 0.5 s; 0.2 s for small queues, which drain in a few seconds.
     run = run_measured(["worker", "--until-empty"], env, interval=0.5 if total > 5000 else 0.2, timeout=args.timeout,
-                       probe=queue_counts(settings.db_path))
+                       probe=QueueProbe(settings.db_path))
     after = status_counts(settings.db_path)
     wf = worker_figures(run, total, done_before)
     result["worker"] = {"items": total, "wall_s": round(run["seconds"], 2),
@@ -570,16 +592,22 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     try:
         result["search"] = bench_search(core, qs, ex, args)
     finally:
-        core.close()
-    result["wal_mb_after_search"] = db_sizes_mb(settings.db_path)[1]
-
-    # The same semantic searches once the WAL is folded back into index.db, when the worker left a big one.
-    if result["wal_mb_after_worker"] > args.wal_recheck_mb:
-        log(f"  WAL of {result['wal_mb_after_worker']} MB after the worker: checkpoint (TRUNCATE), search again ...")
+        result["wal_mb_after_search"] = db_sizes_mb(settings.db_path)[1]
         t0 = time.perf_counter()
-        with sqlite3.connect(settings.db_path, timeout=60) as conn:
+        core.close()  # the last connection: SQLite checkpoints the WAL into index.db and removes it here
+        close_s = time.perf_counter() - t0
+
+    # The same searches once the WAL is folded back into index.db, when the worker left a big one.
+    if result["wal_mb_after_worker"] > args.wal_recheck_mb:
+        log(f"  WAL of {result['wal_mb_after_worker']} MB after the worker: checkpoint, search again ...")
+        t0 = time.perf_counter()
+        conn = sqlite3.connect(settings.db_path, timeout=60)
+        try:
             ck = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        result["wal_checkpoint"] = {"seconds": round(time.perf_counter() - t0, 2), "result": list(ck),
+        finally:
+            conn.close()
+        result["wal_checkpoint"] = {"seconds": round(close_s + time.perf_counter() - t0, 2),
+                                    "close_s": round(close_s, 2), "result": list(ck),
                                     "wal_mb_after": db_sizes_mb(settings.db_path)[1]}
         core = Pyrite(settings)
         try:
@@ -622,7 +650,8 @@ def table_rows(r: dict[str, Any]) -> list[list[Any]]:
         ["recall@10 semantic (kb filter / all KBs)",
          f"{s['semantic:bench']['recall_at_10']} / {s['semantic:all']['recall_at_10']}"],
         ["exact numpy ms median / p99", f"{s['exact_numpy']['median_ms']} / {s['exact_numpy']['p99_ms']}"],
-        ["index.db MB / WAL MB after the worker", f"{r['index_db_mb']} / {r['wal_mb_after_worker']}"],
+        ["index.db MB / WAL MB: largest while the worker ran / after it",
+         f"{r['index_db_mb']} / {w.get('wal_max_mb')} / {r['wal_mb_after_worker']}"],
     ]
     after = r.get("search_after_checkpoint")
     if after:
