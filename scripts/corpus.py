@@ -252,9 +252,10 @@ def slug(title: str) -> str:
 
 
 def generate(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
-    """n entries as {"id", "title", "body", "tags", "type"}; the same for the same (i, seed) whatever n is.
+    """n entries as {"id", "title", "body", "tags", "type", "topics"}; entry i is the same whatever n is.
 
-    Ids are slugs of the titles, made unique with -2, -3, ... in order (as pyrite does).
+    Ids are slugs of the titles, made unique with -2, -3, ... in order (as pyrite does). "topics" lists
+    the entry's topic numbers, primary first (for analysis; it is not written to the files).
     """
     m = model(seed)
     used: set[str] = set()
