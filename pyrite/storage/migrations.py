@@ -201,6 +201,18 @@ def m003_vector_cells(conn: Any) -> None:
         conn.execute(f"DROP TABLE {name}")
 
 
+@migration
+def m004_lean_queue_indexes(conn: Any) -> None:
+    # Every status change paid for an index on (kb, status): ~35% of a claim's UPDATE. Counting
+    # outstanding work uses the partial indexes instead; failed rows get a partial index of their own.
+    run_script(conn,
+        """
+        DROP INDEX IF EXISTS embed_queue_kb_status;
+        CREATE INDEX embed_queue_failed ON embed_queue (updated_at) WHERE status = 'failed';
+        """
+    )
+
+
 def migrate(conn: Any) -> list[str]:
     """Apply the migrations not yet recorded; return their names. Call inside a write transaction."""
     conn.execute(

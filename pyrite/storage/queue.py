@@ -281,7 +281,8 @@ def counts(conn: Any, kb: str | None = None) -> dict[str, int]:
 
 def outstanding(conn: Any, kb: str | None = None) -> int:
     """Items not yet finished (pending or processing)."""
-    sql = "SELECT count(*) FROM embed_queue WHERE status IN ('pending', 'processing')"
-    if kb is None:
-        return conn.execute(sql).fetchone()[0]
-    return conn.execute(sql + " AND kb = ?", (kb,)).fetchone()[0]
+    # One count per status, so each reads only its partial index, never the whole queue.
+    extra, params = ("", []) if kb is None else (" AND kb = ?", [kb, kb])
+    return conn.execute(
+        f"SELECT (SELECT count(*) FROM embed_queue WHERE status = 'pending'{extra}) + "
+        f"(SELECT count(*) FROM embed_queue WHERE status = 'processing'{extra})", params).fetchone()[0]
