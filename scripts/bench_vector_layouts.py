@@ -61,6 +61,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pyrite.embedders.hashing import HashEmbedder  # noqa: E402
+from bench_core import percentile  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from pyrite.storage import cells  # noqa: E402
 from pyrite.storage.db import Database  # noqa: E402
 
 DIM = 384
@@ -77,7 +79,6 @@ BLOCK = 1000              # entries per generation/embedding task (each block ha
 THRESHOLD_SAMPLE = 4096   # codes in memory to pick the hamming threshold from
 IVF_CELLS = 256
 IVF_SAMPLE = 20_000
-IVF_ITERATIONS = 12
 IVF_CHUNK = 128
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -176,15 +177,6 @@ def make_vectors(n: int, seed: int, workers: int, cache: Path) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # measuring
 # --------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100), as in scripts/bench_core.py."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), int(round(q / 100.0 * len(ordered) + 0.4999))))
-    return ordered[rank - 1]
 
 
 class Truth:
@@ -408,28 +400,13 @@ def bench_bit(tmp: Path, V: np.ndarray, Q: np.ndarray, truth: Truth, warmup: np.
     return out
 
 
-def train(sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
-    """Spherical k-means (as pyrite/storage/cells.py: empty cells restart at a random vector)."""
-    rng = np.random.default_rng(seed)
-    cells = min(cells, len(sample))
-    cents = sample[rng.choice(len(sample), cells, replace=False)].astype(np.float32)
-    for _ in range(IVF_ITERATIONS):
-        nearest = np.argmax(sample @ cents.T, axis=1)
-        sums = np.zeros_like(cents)
-        np.add.at(sums, nearest, sample)
-        empty = ~sums.any(axis=1)
-        sums[empty] = sample[rng.choice(len(sample), int(empty.sum()))]
-        cents = sums / np.linalg.norm(sums, axis=1, keepdims=True)
-    return np.ascontiguousarray(cents, dtype=np.float32)
-
-
 def bench_ivf(tmp: Path, V: np.ndarray, Q: np.ndarray, truth: Truth, warmup: np.ndarray, builds: list,
               cols: Cols, seed: int) -> list[dict]:
     n = len(V)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     sample = V[rng.choice(n, min(n, IVF_SAMPLE), replace=False)]
-    C = train(sample, IVF_CELLS, seed)
+    C = cells.train(sample, IVF_CELLS, seed=seed)  # pyrite's own k-means
     nearest = np.concatenate([np.argsort(-(V[i:i + 10_000] @ C.T), axis=1)[:, :2] for i in range(0, n, 10_000)])
     train_s = time.perf_counter() - t0
     log(f"k-means: {len(C)} cells from {len(sample)} vectors in {train_s:.1f} s")
