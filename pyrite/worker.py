@@ -97,6 +97,8 @@ class EmbeddingWorker:
             # The user may have fixed the key or model meanwhile: pick up the current settings.
             self._misconfigured = False
             self.service.refresh_settings()
+        # The worker's own commits keep the WAL short (the writers of a server are spared that cost).
+        self.service.db.checkpoint_on_commit()
         items = self.service.claim(self.id, now=t, kb=self.kb)
         try:
             result = self.service.process(items, now=now)

@@ -28,7 +28,9 @@ IntegrityError = sqlite3.IntegrityError
 # How long a writer waits for the lock before SQLite gives up; far above any
 # transaction pyrite holds, so "database is locked" never reaches a caller.
 BUSY_TIMEOUT_MS = 30_000
-MMAP_BYTES = 1 << 30  # address space only; the OS pages it in and out
+MMAP_BYTES = 1 << 30
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
+WAL_SIZE_LIMIT = 64 << 20  # address space only; the OS pages it in and out
 VEC_HELP = (
     "semantic search needs the sqlite-vec extension and an SQLite driver that can load it: "
     "pip install sqlite-vec pysqlite3-binary (Linux), or use a Python whose sqlite3 "
@@ -98,7 +100,9 @@ class Database:
         # Vector scans read whole vec0 chunks; through mmap that skips a copy per page (~30% faster).
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
         # Long-running processes checkpoint from their worker instead of inside a user's commit.
-        conn.execute(f"pragma wal_autocheckpoint = {1000 if self.autocheckpoint else 0}")
+        conn.execute(f"pragma wal_autocheckpoint = {AUTOCHECKPOINT_PAGES if self.autocheckpoint else 0}")
+        # Once a checkpoint has caught up, cut the WAL file back instead of keeping its largest size.
+        conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}")
         if _probe_vec() is None:
             conn.enable_load_extension(True)
             sqlite_vec.load(conn)
@@ -158,6 +162,17 @@ class Database:
         """Rows of one read statement on this thread's connection."""
         return self.conn.execute(sql, params).fetchall()
 
+    def checkpoint_on_commit(self) -> None:
+        """Let this thread's commits checkpoint the WAL (SQLite's autocheckpoint), whatever the default.
+
+        For a worker's threads: under a steady stream of batches, a checkpoint from another thread
+        never catches up (frames keep arriving while it copies), and the WAL grows without bound.
+        """
+        conn = self.conn
+        if not getattr(self._local, "checkpoints", False):
+            conn.execute(f"pragma wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+            self._local.checkpoints = True
+
     def checkpoint(self) -> None:
         """Fold the WAL back into the main file without blocking readers or writers."""
         self.conn.execute("pragma wal_checkpoint(PASSIVE)")
@@ -168,6 +183,7 @@ class Database:
         if conn is None:
             return
         self._local.conn = None
+        self._local.checkpoints = False
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
