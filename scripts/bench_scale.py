@@ -11,9 +11,11 @@ b. ``pyrite index build --kb bench --no-embed`` in a subprocess: wall time, file
    for why ru_maxrss cannot be used);
 c. ``pyrite index sync --kb bench --no-embed`` with nothing changed (wall seconds, median of runs);
 d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 s from /proc (0.2 s
-   when fewer than 5,000 items are queued), reported
-   at 10%, 50% and 90% of the drain (by ``embed_queue`` counts read in a separate read-only SQLite
-   connection) and at its peak; items/s over the whole run and over the 10%-90% stretch;
+   when fewer than 5,000 items are queued), reported at 10%, 50% and 90% of the drain (by
+   ``embed_queue`` counts read in a separate read-only SQLite connection) and at its peak; items/s
+   over the whole run (which includes any index training after the drain) and over the 10%-90%
+   stretch. With the hash embedder, ~30 MB of the worker's growth is the embedder's cache of word
+   directions (~20,000 words), full well before 10% of a 100,000-entry drain;
 e. in-process search latency: ``Pyrite(settings).search.search(q, kb=..., mode=m, limit=10)`` for
    keyword, semantic and hybrid over generated queries (10 warm-up queries first), median and p99;
    semantic and keyword with kb=None (all KBs) too. A mode that has spent --mode-budget seconds
@@ -35,7 +37,8 @@ Each search is interrupted after --query-timeout seconds (counted at the cap).
 
 Default embedder: the fast deterministic provider ``hash`` with model ``dense-384`` (each word a fixed
 random 384-d direction, so vectors look dense like a real model's). ``--real-model`` switches to the
-local MiniLM provider (use small sizes: 1,000-2,000). Every home (PYRITE_HOME) lives in a temporary
+local MiniLM provider (use small sizes: 1,000-2,000); its figures are pessimistic, since the corpus'
+made-up words are ~3 word pieces each, so most chunks fill the model's 256-token window. Every home (PYRITE_HOME) lives in a temporary
 folder that is removed at the end. The machine's file cache is warm for the build (the files were
 just written).
 
@@ -59,11 +62,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import (  # noqa: E402  (also removes PYRITE_* from the environment)
-    child_env, machine_info, md_table, percentile, pyrite_argv, summary_ms, write_json,
+    child_env, machine_info, md_table, percentile, summary_ms, write_json,
 )
 from corpus import generate, queries, write_corpus  # noqa: E402
 
