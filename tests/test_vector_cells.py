@@ -219,3 +219,29 @@ def test_worker_process_trains_the_index(pyrite_home: Path, monkeypatch: pytest.
     assert index["kb"] == "notes" and not index["exact"] and index["moving"] == 0 and index["vectors"] == 700
     core = open_core()
     assert len(core.search.search(queries[0], kb="notes", mode="semantic", limit=10)["results"]) == 10
+
+
+def test_a_cell_crowded_by_one_long_entry_is_asked_again(pyrite_home: Path) -> None:
+    """Cells whose k nearest chunks all belong to one long entry must not hide the next entry."""
+    pyrite_home.mkdir(parents=True)
+    db = Database(pyrite_home / "index.db")
+    eye = np.eye(8, dtype=np.float32)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    rng = np.random.default_rng(0)
+    with db.write() as conn:
+        vectors.ensure_table(conn, 8)
+        st = cells.start_generation(conn, cells.ensure_state(conn, 8, "kb"), eye[:3].copy(), 0)
+        cells.finish_generation(conn, st)
+        # Entry 1: 40 chunks right by the query, filed in cells 0 and 1 (as is entry 2, a bit farther);
+        # entries 3-7 sit in cell 2 (and 0), farther still.
+        long_entry = np.stack([unit(eye[0] + 0.3 * eye[1] + 0.01 * rng.standard_normal(8)) for _ in range(40)])
+        vectors.replace(conn, 1, "kb", "m", long_entry)
+        vectors.replace(conn, 2, "kb", "m", unit(eye[0] + 0.45 * eye[1])[None, :])
+        for rowid in range(3, 8):
+            vectors.replace(conn, rowid, "kb", "m", unit(eye[2] + (0.9 + rowid / 100) * eye[0])[None, :])
+    query = unit(eye[0] + 0.3 * eye[1])
+    got = [rowid for rowid, _ in vectors.knn(db.conn, query, model="m", limit=3, kb="kb")]
+    assert got == [1, 2, 7]

@@ -194,33 +194,46 @@ def knn(conn: Any, query: np.ndarray, *, model: str, limit: int, kb: str | None 
 
 
 def _knn_kb(conn: Any, st: cells.State, q: np.ndarray, *, model: str, limit: int) -> dict[int, float]:
-    """One KB's nearest entries: scan its cells nearest to q, more of them until `limit` entries are found."""
+    """One KB's nearest entries: scan its cells nearest to q, more of them until `limit` entries are found.
+
+    Over the cells scanned the answer is exact: a cell whose k nearest chunks are all closer than the
+    limit-th entry (many chunks of a few long entries) is asked again with a larger k.
+    """
     sql = (f"SELECT entry_rowid, distance FROM {table_name(st.dim)} "
            "WHERE embedding MATCH ? AND k = ? AND kb = ? AND cell = ? AND model = ?")
     blob = q.tobytes()
-    k = min(KNN_MAX, max(limit * 2, 16))
+    k0 = min(KNN_MAX, max(limit * 2, 16))
     widen = 1
     while True:
         probe, complete = cells.probe(conn, st, q, widen=widen)
         best: dict[int, float] = {}
-        saturated = False
+        crowded: dict[int, tuple[int, float]] = {}  # cell -> (k used, distance of its k-th chunk)
         for cell in probe:
-            rows = conn.execute(sql, (blob, k, st.kb, cell, model)).fetchall()
-            saturated = saturated or len(rows) >= k
-            for entry_rowid, distance in rows:
-                if distance < best.get(entry_rowid, 2.0):
-                    best[entry_rowid] = float(distance)
-        if len(best) >= limit:
+            rows = conn.execute(sql, (blob, k0, st.kb, cell, model)).fetchall()
+            _merge(best, rows)
+            if len(rows) >= k0:
+                crowded[cell] = (k0, rows[-1][1])
+        while crowded:
+            bound = sorted(best.values())[limit - 1] if len(best) >= limit else 2.0
+            again = {c: k for c, (k, last) in crowded.items() if last < bound and k < KNN_MAX}
+            crowded = {}
+            for cell, k in again.items():
+                k = min(KNN_MAX, k * 4)
+                rows = conn.execute(sql, (blob, k, st.kb, cell, model)).fetchall()
+                _merge(best, rows)
+                if len(rows) >= k:
+                    crowded[cell] = (k, rows[-1][1])
+        # Too few entries: the cells scanned hold too few of this KB's or this model's vectors;
+        # scan more cells, up to all of them.
+        if len(best) >= limit or complete:
             return best
-        # Too few entries: many chunks of one entry crowded a cell (raise k), or the cells hold too few
-        # of this KB's or this model's vectors (scan more cells), until every cell has been scanned.
-        grew = False
-        if saturated and k < KNN_MAX:
-            k, grew = min(KNN_MAX, k * 4), True
-        if not complete:
-            widen, grew = widen * 2, True
-        if not grew:
-            return best
+        widen *= 2
+
+
+def _merge(best: dict[int, float], rows: list[Any]) -> None:
+    for entry_rowid, distance in rows:
+        if distance < best.get(entry_rowid, 2.0):
+            best[entry_rowid] = float(distance)
 
 
 def forget_kb(conn: Any, kb: str) -> None:
