@@ -189,15 +189,9 @@ def m003_vector_cells(conn: Any) -> None:
                          "WHERE entry_rowid IN (SELECT entry_rowid FROM chunks WHERE dim = ?)", (dim,))
             conn.execute("DELETE FROM chunks WHERE dim = ?", (dim,))
             continue
-        from pyrite.storage import vectors  # numpy and sqlite-vec: only when there are vectors to move
-
-        new = vectors.ensure_table(conn, dim)
+        # The exact copies in chunks are what m005 builds the vec0 table from.
         for chunk_id, kb, model, embedding, entry_rowid in rows:
             conn.execute("UPDATE chunks SET vector = ?, kb = ? WHERE id = ?", (embedding, kb, chunk_id))
-            conn.execute(f"INSERT INTO {new} (id, kb, cell, model, embedding, entry_rowid) VALUES (?, ?, 0, ?, ?, ?)",
-                         (vectors.vec_ids(chunk_id, 0)[0], kb, model, embedding, entry_rowid))
-        conn.execute("INSERT OR IGNORE INTO vec_index SELECT DISTINCT ?, kb, 0, NULL, 1, 0, '', '' FROM chunks "
-                     "WHERE dim = ?", (dim, dim))
         conn.execute(f"DROP TABLE {name}")
 
 
@@ -211,6 +205,24 @@ def m004_lean_queue_indexes(conn: Any) -> None:
         CREATE INDEX embed_queue_failed ON embed_queue (updated_at) WHERE status = 'failed';
         """
     )
+
+
+@migration
+def m005_vector_model_keys(conn: Any) -> None:
+    # vec0 tables name the model by a small integer: a text value over 12 bytes is compared row by row
+    # through a lookup, which made each scanned vector 2-4 times dearer. The tables are rebuilt from the
+    # exact vectors in chunks; the worker trains their cells again.
+    conn.execute("CREATE TABLE vec_models (id INTEGER PRIMARY KEY, model TEXT NOT NULL UNIQUE)")
+    dims = [r[0] for r in conn.execute("SELECT DISTINCT dim FROM chunks WHERE vector IS NOT NULL")]
+    for dim in dims:
+        from pyrite.storage import vectors
+
+        try:
+            vectors.rebuild_table(conn, dim)
+        except Exception:  # no sqlite-vec in this process: those vectors are re-embedded later
+            conn.execute("UPDATE embed_queue SET status = 'pending', attempts = 0, run_after = 0, model = NULL "
+                         "WHERE entry_rowid IN (SELECT entry_rowid FROM chunks WHERE dim = ?)", (dim,))
+            conn.execute("DELETE FROM chunks WHERE dim = ?", (dim,))
 
 
 def migrate(conn: Any) -> list[str]:

@@ -19,14 +19,18 @@ def table_name(dim: int) -> str:
 
 
 def ensure_table(conn: Any, dim: int) -> str:
-    """Create the vec0 table for `dim` if missing: cosine distance, partitioned by KB and cell, model metadata."""
+    """Create the vec0 table for `dim` if missing: cosine distance, partitioned by KB and cell, model metadata.
+
+    The model is stored as a small integer (see model_key): sqlite-vec compares a text metadata value
+    longer than 12 bytes by looking it up row by row, which made every scanned vector 2-4 times dearer.
+    """
     name = table_name(dim)
     conn.execute(
         f"""CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0(
             id INTEGER PRIMARY KEY,
             kb TEXT PARTITION KEY,
             cell INTEGER PARTITION KEY,
-            model TEXT,
+            model_key INTEGER,
             embedding float[{int(dim)}] distance_metric=cosine,
             +entry_rowid INTEGER,
             chunk_size={CHUNK_SIZE}
@@ -85,16 +89,27 @@ def delete_entries(conn: Any, entry_rowids: Sequence[int]) -> None:
             conn.execute(f"DELETE FROM chunks WHERE entry_rowid IN ({marks})", part)
 
 
+def model_key(conn: Any, model: str, *, create: bool = False) -> int | None:
+    """The small integer standing for `model` in vec0 tables; None if it has none (and create is False)."""
+    row = conn.execute("SELECT id FROM vec_models WHERE model = ?", (model,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    if not create:
+        return None
+    return int(conn.execute("INSERT INTO vec_models (model) VALUES (?)", (model,)).lastrowid)
+
+
 def _insert(conn: Any, name: str, st: cells.State, chunk_ids: list[int], vecs: np.ndarray, kb: str, model: str,
             entry_rowids: list[int]) -> None:
     """Put each chunk's vector into the cells the KB's current generation assigns it."""
+    key = model_key(conn, model, create=True)
     placements = cells.assign(conn, st, vecs)
     rows = []
     for chunk_id, vec, placed, entry_rowid in zip(chunk_ids, vecs, placements, entry_rowids):
         blob = vec.tobytes()
-        rows.extend((vec_id, kb, cell, model, blob, entry_rowid)
+        rows.extend((vec_id, kb, cell, key, blob, entry_rowid)
                     for vec_id, cell in zip(vec_ids(chunk_id, st.gen), placed))
-    conn.executemany(f"INSERT INTO {name} (id, kb, cell, model, embedding, entry_rowid) VALUES (?, ?, ?, ?, ?, ?)",
+    conn.executemany(f"INSERT INTO {name} (id, kb, cell, model_key, embedding, entry_rowid) VALUES (?, ?, ?, ?, ?, ?)",
                      rows)
 
 
@@ -182,25 +197,26 @@ def knn(conn: Any, query: np.ndarray, *, model: str, limit: int, kb: str | None 
     if own:
         conn.execute("BEGIN")
     try:
+        key = model_key(conn, model)
         found = [cells.state(conn, dim, kb)] if kb is not None else cells.states(conn, dim)
         best: dict[int, float] = {}
         for st in found:
-            if st is not None:
-                best.update(_knn_kb(conn, st, q, model=model, limit=limit))
+            if st is not None and key is not None:
+                best.update(_knn_kb(conn, st, q, model=key, limit=limit))
     finally:
         if own:
             conn.execute("COMMIT")
     return sorted(best.items(), key=lambda item: item[1])[:limit]
 
 
-def _knn_kb(conn: Any, st: cells.State, q: np.ndarray, *, model: str, limit: int) -> dict[int, float]:
+def _knn_kb(conn: Any, st: cells.State, q: np.ndarray, *, model: int, limit: int) -> dict[int, float]:
     """One KB's nearest entries: scan its cells nearest to q, more of them until `limit` entries are found.
 
     Over the cells scanned the answer is exact: a cell whose k nearest chunks are all closer than the
     limit-th entry (many chunks of a few long entries) is asked again with a larger k.
     """
     sql = (f"SELECT entry_rowid, distance FROM {table_name(st.dim)} "
-           "WHERE embedding MATCH ? AND k = ? AND kb = ? AND cell = ? AND model = ?")
+           "WHERE embedding MATCH ? AND k = ? AND kb = ? AND cell = ? AND model_key = ?")
     blob = q.tobytes()
     k0 = min(KNN_MAX, max(limit * 2, 16))
     widen = 1
@@ -234,6 +250,35 @@ def _merge(best: dict[int, float], rows: list[Any]) -> None:
     for entry_rowid, distance in rows:
         if distance < best.get(entry_rowid, 2.0):
             best[entry_rowid] = float(distance)
+
+
+def rebuild_table(conn: Any, dim: int) -> None:
+    """Recreate the vec0 table of `dim` from the exact vectors in `chunks`, every KB untrained (one cell).
+
+    For schema changes; the worker trains the cells again. Call in a write transaction.
+    """
+    conn.execute(f"DROP TABLE IF EXISTS {table_name(dim)}")
+    name = ensure_table(conn, dim)
+    kbs = [r[0] for r in conn.execute("SELECT DISTINCT kb FROM chunks WHERE dim = ?", (dim,))]
+    conn.execute("DELETE FROM vec_centroids WHERE gen IN (SELECT gen FROM vec_index WHERE dim = ?) "
+                 "OR gen IN (SELECT prev_gen FROM vec_index WHERE dim = ?)", (dim, dim))
+    conn.execute("DELETE FROM vec_index WHERE dim = ?", (dim,))
+    conn.execute("UPDATE chunks SET gen = 0 WHERE dim = ?", (dim,))
+    for kb in kbs:
+        st = cells.ensure_state(conn, dim, kb)
+        last = 0
+        while True:
+            rows = conn.execute("SELECT id, entry_rowid, model, vector FROM chunks WHERE dim = ? AND kb = ? AND id > ? "
+                                "ORDER BY id LIMIT 1000", (dim, kb, last)).fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            by_model: dict[str, list[Any]] = {}
+            for row in rows:
+                by_model.setdefault(row[2], []).append(row)
+            for model, group in by_model.items():
+                vecs = np.frombuffer(b"".join(r[3] for r in group), dtype=np.float32).reshape(len(group), dim)
+                _insert(conn, name, st, [r[0] for r in group], vecs, kb, model, [r[1] for r in group])
 
 
 def forget_kb(conn: Any, kb: str) -> None:
