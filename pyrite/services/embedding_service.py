@@ -438,8 +438,7 @@ class EmbeddingService:
             "ORDER BY updated_at DESC LIMIT 1").fetchone()
         live = workers.live(conn, now=t)
         paused_worker = next((w for w in live if w["paused_for_s"] and w["error"]), None)
-        stored = vectors.models(conn, kb) if self.db.vec_available else {}
-        other_models = {m: n for m, n in stored.items() if m != self.model_id}
+        other_models = vectors.models(conn, kb, other_than=self.model_id) if self.db.vec_available else {}
         return {
             "kb": kb,
             "counts": queue.counts(conn, kb),

@@ -181,8 +181,7 @@ class SearchService:
         return bool(self.db.query("SELECT 1 FROM chunks WHERE model = ? LIMIT 1", (self.embedding.model_id,)))
 
     def _model_notes(self) -> list[str]:
-        stored = vectors.models(self.db.conn)
-        others = {m: n for m, n in stored.items() if m != self.embedding.model_id}
+        others = vectors.models(self.db.conn, other_than=self.embedding.model_id)
         if not others:
             return []
         listing = ", ".join(f"{n} with {m}" for m, n in sorted(others.items()))

@@ -288,11 +288,21 @@ def forget_kb(conn: Any, kb: str) -> None:
     conn.execute("DELETE FROM vec_index WHERE kb = ?", (kb,))
 
 
-def models(conn: Any, kb: str | None = None) -> dict[str, int]:
-    """Entries with vectors, per model."""
-    sql = "SELECT c.model, count(DISTINCT c.entry_rowid) FROM chunks c"
-    if kb is None:
-        rows = conn.execute(sql + " GROUP BY c.model")
-    else:
-        rows = conn.execute(sql + " JOIN entries e ON e.rowid = c.entry_rowid WHERE e.kb = ? GROUP BY c.model", (kb,))
-    return {model: n for model, n in rows}
+def models(conn: Any, kb: str | None = None, *, other_than: str | None = None) -> dict[str, int]:
+    """Entries with vectors, per model (only models other than `other_than`, when given).
+
+    Cheap when nothing is stale: candidate models come from the small vec_models table and each is
+    checked through the chunks_model index, never by a scan of chunks (whose rows hold the vectors).
+    """
+    out: dict[str, int] = {}
+    for (model,) in conn.execute("SELECT model FROM vec_models"):
+        if model == other_than:
+            continue
+        if kb is None:
+            n = conn.execute("SELECT count(DISTINCT entry_rowid) FROM chunks WHERE model = ?", (model,)).fetchone()[0]
+        else:
+            n = conn.execute("SELECT count(DISTINCT entry_rowid) FROM chunks WHERE model = ? AND kb = ?",
+                             (model, kb)).fetchone()[0]
+        if n:
+            out[model] = n
+    return out
