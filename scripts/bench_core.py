@@ -63,6 +63,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
     """Median, p90, p99, mean, min and max of samples given in seconds, in milliseconds."""
+    if not samples_s:
+        return {"n": 0}
     ms = [s * 1000.0 for s in samples_s]
     return {
         "n": len(ms),

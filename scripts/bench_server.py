@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -53,7 +52,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,37 +59,17 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench_core import child_env, machine_info, pyrite_argv, run_cli, summary_ms  # noqa: E402
+
 KB = "bench"
 READY_TIMEOUT_S = 180.0
 
 # --------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), int(round(q / 100.0 * len(ordered) + 0.4999))))
-    return ordered[rank - 1]
-
-
-def summary_ms(samples_s: Sequence[float]) -> dict[str, Any]:
-    """n, median, p90, p99, mean, min, max of samples in seconds, as milliseconds."""
-    if not samples_s:
-        return {"n": 0}
-    ms = [s * 1000.0 for s in samples_s]
-    return {
-        "n": len(ms),
-        "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(percentile(ms, 90), 3),
-        "p99_ms": round(percentile(ms, 99), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-        "min_ms": round(min(ms), 3),
-        "max_ms": round(max(ms), 3),
-    }
 
 
 def ratio(a: float, b: float) -> float:
@@ -106,19 +84,6 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(out)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
-            "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def log(msg: str) -> None:
@@ -178,27 +143,6 @@ def write_kb_files(folder: Path, n: int, *, body_bytes: int, seed: int) -> None:
                 f"created: '2024-01-01T00:00:00Z'\nupdated: '2024-01-01T00:00:00Z'\n---\n\n"
                 f"{words.text(body_bytes)}\n")
         (folder / f"{entry_id}.md").write_text(text, encoding="utf-8")
-
-
-def pyrite_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).parent / "pyrite"
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "pyrite", *args]
-
-
-def child_env(home: Path, **settings: str) -> dict[str, str]:
-    """This process's environment less every PYRITE_* variable, plus the home and the given settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYRITE_")}
-    env["PYRITE_HOME"] = str(home)
-    env.update(settings)
-    return env
-
-
-def run_cli(args: Sequence[str], env: dict[str, str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(pyrite_argv(*args), env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pyrite {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return time.perf_counter() - t0, proc.stdout
 
 
 def free_port() -> int:

@@ -48,14 +48,17 @@ class State:
 _CENTROIDS: dict[str, np.ndarray] = {}  # token -> centroids; a generation's centroids never change
 
 
+_STATE_COLUMNS = "kb, gen, prev_gen, cells, trained_vectors, token, prev_token"
+
+
+def _state(dim: int, row: Any) -> State:
+    return State(dim, row[0], row[1], row[2], row[3], row[4], row[5], row[6] or "")
+
+
 def state(conn: Any, dim: int, kb: str) -> State | None:
     """The KB's index state in this dimension, or None if it has no vectors yet."""
-    row = conn.execute(
-        "SELECT gen, prev_gen, cells, trained_vectors, token, prev_token FROM vec_index WHERE dim = ? AND kb = ?",
-        (dim, kb)).fetchone()
-    if row is None:
-        return None
-    return State(dim, kb, row[0], row[1], row[2], row[3], row[4], row[5] or "")
+    row = conn.execute(f"SELECT {_STATE_COLUMNS} FROM vec_index WHERE dim = ? AND kb = ?", (dim, kb)).fetchone()
+    return None if row is None else _state(dim, row)
 
 
 def ensure_state(conn: Any, dim: int, kb: str) -> State:
@@ -70,8 +73,8 @@ def ensure_state(conn: Any, dim: int, kb: str) -> State:
 
 def states(conn: Any, dim: int) -> list[State]:
     """Every KB's state in this dimension."""
-    rows = conn.execute("SELECT kb FROM vec_index WHERE dim = ? ORDER BY kb", (dim,)).fetchall()
-    return [s for (kb,) in rows if (s := state(conn, dim, kb)) is not None]
+    rows = conn.execute(f"SELECT {_STATE_COLUMNS} FROM vec_index WHERE dim = ? ORDER BY kb", (dim,)).fetchall()
+    return [_state(dim, row) for row in rows]
 
 
 def centroids(conn: Any, st: State, gen: int) -> np.ndarray | None:

@@ -28,9 +28,9 @@ IntegrityError = sqlite3.IntegrityError
 # How long a writer waits for the lock before SQLite gives up; far above any
 # transaction pyrite holds, so "database is locked" never reaches a caller.
 BUSY_TIMEOUT_MS = 30_000
-MMAP_BYTES = 1 << 30
+MMAP_BYTES = 1 << 30  # address space only; the OS pages it in and out
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
-WAL_SIZE_LIMIT = 64 << 20  # address space only; the OS pages it in and out
+WAL_SIZE_LIMIT = 64 << 20
 VEC_HELP = (
     "semantic search needs the sqlite-vec extension and an SQLite driver that can load it: "
     "pip install sqlite-vec pysqlite3-binary (Linux), or use a Python whose sqlite3 "
@@ -99,7 +99,8 @@ class Database:
         conn.execute("pragma foreign_keys = ON")
         # Vector scans read whole vec0 chunks; through mmap that skips a copy per page (~30% faster).
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
-        # Long-running processes checkpoint from their worker instead of inside a user's commit.
+        # Long-running processes checkpoint from their worker's threads (checkpoint_on_commit) instead of
+        # inside a user's commit.
         conn.execute(f"pragma wal_autocheckpoint = {AUTOCHECKPOINT_PAGES if self.autocheckpoint else 0}")
         # Once a checkpoint has caught up, cut the WAL file back instead of keeping its largest size.
         conn.execute(f"pragma journal_size_limit = {WAL_SIZE_LIMIT}")

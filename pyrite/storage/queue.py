@@ -139,12 +139,7 @@ _GUARD = "entry_rowid = ? AND status = 'processing' AND lease_owner = ? AND cont
 
 def complete(conn: Any, item: Claim, *, model: str, now: float) -> bool:
     """Mark item done if it is still ours and its text unchanged; False means discard the result."""
-    cur = conn.execute(
-        f"""UPDATE embed_queue SET status = 'done', model = ?, error = NULL, lease_owner = NULL,
-            lease_expires_at = NULL, updated_at = ? WHERE {_GUARD}""",
-        (model, now, item.entry_rowid, item.owner, item.content_hash),
-    )
-    return cur.rowcount == 1
+    return item.entry_rowid in complete_many(conn, [item], model=model, now=now)
 
 
 def complete_many(conn: Any, items: Sequence[Claim], *, model: str, now: float) -> set[int]:

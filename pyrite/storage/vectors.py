@@ -113,13 +113,19 @@ def _insert(conn: Any, name: str, st: cells.State, chunk_ids: list[int], vecs: n
                      rows)
 
 
-def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarray, *, ensure: bool = True) -> int:
-    """Make `vectors` (one per chunk, already checked) the entry's only vectors; return how many.
+def _insert_stored(conn: Any, name: str, st: cells.State, rows: Sequence[Any]) -> None:
+    """Insert stored chunk rows (id, entry_rowid, model, exact vector) into the KB's current cells."""
+    by_model: dict[str, list[Any]] = {}
+    for row in rows:
+        by_model.setdefault(row[2], []).append(row)
+    for model, group in by_model.items():
+        vecs = np.frombuffer(b"".join(r[3] for r in group), dtype=np.float32).reshape(len(group), st.dim)
+        _insert(conn, name, st, [r[0] for r in group], vecs, st.kb, model, [r[1] for r in group])
 
-    ensure=False skips creating the table, for callers that did it once for a whole batch.
-    """
-    if ensure:
-        ensure_table(conn, int(vectors.shape[1]))
+
+def replace(conn: Any, entry_rowid: int, kb: str, model: str, vectors: np.ndarray) -> int:
+    """Make `vectors` (one per chunk, already checked) the entry's only vectors; return how many."""
+    ensure_table(conn, int(vectors.shape[1]))
     return replace_many(conn, model, [(entry_rowid, kb, vectors)])
 
 
@@ -176,12 +182,7 @@ def move_batch(conn: Any, st: cells.State, limit: int = cells.MOVE_BATCH) -> int
     for chunk_id, *_ in rows:
         for vec_id in vec_ids(chunk_id, st.prev_gen):
             conn.execute(f"DELETE FROM {name} WHERE id = ?", (vec_id,))
-    vecs = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), st.dim)
-    by_model: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_model.setdefault(row[2], []).append(i)
-    for model, idx in by_model.items():
-        _insert(conn, name, st, [rows[i][0] for i in idx], vecs[idx], st.kb, model, [rows[i][1] for i in idx])
+    _insert_stored(conn, name, st, rows)
     conn.executemany("UPDATE chunks SET gen = ? WHERE id = ?", [(st.gen, r[0]) for r in rows])
     return len(rows)
 
@@ -273,12 +274,7 @@ def rebuild_table(conn: Any, dim: int) -> None:
             if not rows:
                 break
             last = rows[-1][0]
-            by_model: dict[str, list[Any]] = {}
-            for row in rows:
-                by_model.setdefault(row[2], []).append(row)
-            for model, group in by_model.items():
-                vecs = np.frombuffer(b"".join(r[3] for r in group), dtype=np.float32).reshape(len(group), dim)
-                _insert(conn, name, st, [r[0] for r in group], vecs, kb, model, [r[1] for r in group])
+            _insert_stored(conn, name, st, rows)
 
 
 def forget_kb(conn: Any, kb: str) -> None:
