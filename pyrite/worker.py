@@ -205,6 +205,8 @@ class EmbeddingWorker:
                 log.warning("worker %s could not unregister cleanly", self.id)
             for runner in runners:
                 runner.close()
+            # The heartbeat's connection must be closed by the heartbeat before anyone closes the database.
+            await asyncio.to_thread(beat.join, self.grace)
         return self.totals
 
     async def _wait_stop(self) -> None:

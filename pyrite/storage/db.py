@@ -186,8 +186,9 @@ class Database:
         self._local.conn = None
         self._local.checkpoints = False
         with self._lock:
-            if conn in self._all:
-                self._all.remove(conn)
+            if conn not in self._all:
+                return  # close() has taken it and closes it: closing it twice at once aborts SQLite
+            self._all.remove(conn)
         conn.close()
 
     def close(self) -> None:
