@@ -97,8 +97,6 @@ class EmbeddingWorker:
             # The user may have fixed the key or model meanwhile: pick up the current settings.
             self._misconfigured = False
             self.service.refresh_settings()
-        # The worker's own commits keep the WAL short (the writers of a server are spared that cost).
-        self.service.db.checkpoint_on_commit()
         items = self.service.claim(self.id, now=t, kb=self.kb)
         try:
             result = self.service.process(items, now=now)
@@ -115,6 +113,8 @@ class EmbeddingWorker:
         if result.errors:
             self.last_error = result.errors[-1]
         self.totals.add(result)
+        # The worker keeps the WAL short, between its own batches (the writers of a server are spared that cost).
+        self.service.db.checkpoint_if_due()
         # Index upkeep in the gaps: a little after each batch, more when the queue is idle.
         self.service.index.step(budget_s=0.05 if items else 0.2)
         return result

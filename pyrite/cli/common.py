@@ -56,8 +56,8 @@ def get_settings(ctx: click.Context) -> Settings:
 def get_core(ctx: click.Context, *, worker: bool = False) -> Any:
     """The Pyrite core for this invocation, opened on first use and closed when the command ends.
 
-    worker=True: the command runs an embedding worker, whose own threads checkpoint the WAL on commit
-    (see Database.checkpoint_on_commit); the process's other connections skip the automatic checkpoint.
+    worker=True: the command runs an embedding worker, whose own threads checkpoint the WAL between
+    batches (see Database.checkpoint_if_due); the process's other connections skip the automatic checkpoint.
     """
     root = ctx.find_root()
     if "core" not in root.obj:
