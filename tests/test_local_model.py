@@ -121,6 +121,10 @@ def test_hybrid_ranks_keyword_and_meaning_together(local_core: Pyrite) -> None:
     assert ids[2:] == [i for i in semantic if i not in keyword]
     scores = [r["score"] for r in answer["results"]]
     assert scores == sorted(scores, reverse=True) and scores[0] > scores[1]
+    # Keyword hits show the matched words; hits by meaning alone show the opening of their body.
+    snippets = {r["id"]: r["snippet"] for r in answer["results"]}
+    assert "**dog** **training**" in snippets[dogs.id] and "**dog**" in snippets[memo.id]
+    assert snippets[hounds.id].startswith("Obedience classes teach") and "**" not in snippets[hounds.id]
     # Default mode with vectors present is hybrid.
     assert local_core.search.search("dog training")["mode"] == "hybrid"
 

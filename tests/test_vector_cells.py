@@ -97,8 +97,12 @@ def test_cell_index_recall_against_exact_search(pyrite_home: Path, small_cells: 
     core.embedding.index.optimize()
     [info] = core.embedding.index.status()
     assert not info["exact"] and info["moving"] == 0
-    probed, complete = cells.probe(core.db.conn, cells.state(core.db.conn, 384, "notes"), np.ones(384) / 384**0.5)
-    assert not complete and len(probed) < info["cells"] / 2  # the search really skips cells
+    st = cells.state(core.db.conn, 384, "notes")
+    sizes = vectors.cell_sizes(core.db.conn, st)
+    assert sizes is not None and sum(sizes.values()) == info["vectors"] * cells.REPLICAS
+    probed, complete = cells.probe(core.db.conn, st, np.ones(384) / 384**0.5, sizes=sizes)
+    scanned = sum(sizes.get(c, 0) for c in probed)
+    assert not complete and scanned < sum(sizes.values()) / 2  # the search really skips most rows
     recall = recall_at_10(core, queries, "notes")
     assert recall >= 0.95
 
@@ -245,3 +249,31 @@ def test_a_cell_crowded_by_one_long_entry_is_asked_again(pyrite_home: Path) -> N
     query = unit(eye[0] + 0.3 * eye[1])
     got = [rowid for rowid, _ in vectors.knn(db.conn, query, model="m", limit=3, kb="kb")]
     assert got == [1, 2, 7]
+
+
+def test_probe_takes_nearest_cells_up_to_the_row_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uneven cells: the budget counts rows, not cells; while moving each generation gets its share."""
+    monkeypatch.setattr(cells, "VECTORS_PER_CELL", 10)  # budget: 10 cells' worth = 10 * 10 * 2 = 200 rows
+    dim = 4
+    cents = np.eye(dim, dtype=np.float32)
+    st = cells.State(dim, "kb", 1, None, dim, 0, "tok-probe-test", "")
+    monkeypatch.setitem(cells._CENTROIDS, "tok-probe-test", cents)
+    q = np.array([0.9, 0.3, 0.2, 0.1], dtype=np.float32)  # nearest cells in order 0, 1, 2, 3
+    base = cells.CELL_BASE
+    sizes = {base + 0: 150, base + 1: 40, base + 2: 500, base + 3: 5}
+    monkeypatch.setattr(cells, "PROBE_MIN", 1)
+    probed, complete = cells.probe(None, st, q, sizes=sizes)
+    assert probed == [base + 0, base + 1, base + 2] and not complete  # 150 + 40 < 200 <= 690
+    monkeypatch.setattr(cells, "PROBE_MIN", 2)
+    assert cells.probe(None, st, q, sizes={base + 0: 900, base + 1: 1, base + 2: 1, base + 3: 1})[0] == \
+        [base + 0, base + 1]  # a huge nearest cell still comes with PROBE_MIN - 1 more
+    assert cells.probe(None, st, q, sizes=sizes, widen=4)[1]  # 800 rows: every cell
+    # Unknown sizes: a fixed number of cells (here all 4, fewer than PROBE_BLIND).
+    assert cells.probe(None, st, q, sizes=None) == ([base + c for c in range(4)], True)
+    # Moving from generation 1 to 2: generation 2 holds 3/4 of the rows, so 3/4 of the budget.
+    st2 = cells.State(dim, "kb", 2, 1, dim, 0, "tok-probe-test-2", "tok-probe-test")
+    monkeypatch.setitem(cells._CENTROIDS, "tok-probe-test-2", cents)
+    b2 = 2 * cells.CELL_BASE
+    moving = {base + c: 25 for c in range(4)} | {b2 + c: 75 for c in range(4)}
+    probed, _ = cells.probe(None, st2, q, sizes=moving)
+    assert probed == [b2 + 0, b2 + 1, base + 0, base + 1]  # 150 of 150 new rows; 50 of 50 old ones

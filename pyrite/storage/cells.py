@@ -23,8 +23,10 @@ REPLICAS = 2            # nearest cells each vector is stored in, once trained
 VECTORS_PER_CELL = 400  # target cell size, which sets the number of cells
 MIN_CELLS = 8
 MAX_CELLS = 4096
-PROBE_MIN = 16          # cells scanned per query at least ...
-PROBE_FRACTION = 16     # ... or 1/16 of them: with 2 replicas about 1/8 of the vectors
+PROBE_CELLS_WORTH = 10  # a query scans the nearest cells until it has this many average cells' rows ...
+PROBE_FRACTION = 40     # ... or 1/40 of the KB's rows, if more ...
+PROBE_MIN = 4           # ... and at least this many cells of the current generation
+PROBE_BLIND = 16        # cells scanned (or 1/16 of them) when the cells' sizes are unknown
 RETRAIN_GROWTH = 2.0    # train again when a KB has this many times the vectors it was trained on
 TRAIN_SAMPLE = 64       # training vectors per cell
 TRAIN_ITERATIONS = 12
@@ -106,10 +108,19 @@ def assign(conn: Any, st: State, vectors: np.ndarray) -> list[list[int]]:
     return [[base + int(c) for c in row] for row in nearest]
 
 
-def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1) -> tuple[list[int], bool]:
-    """The cells to scan for query (both generations while moving) and whether that is every cell."""
+def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1,
+          sizes: dict[int, int] | None = None) -> tuple[list[int], bool]:
+    """The cells to scan for query (both generations while moving) and whether that is every cell.
+
+    With `sizes` (rows per cell id), cells are taken nearest first until they hold the row budget
+    (probe_rows); k-means cells are uneven (at 100,000 entries from 2 to 10,000 rows), so a fixed number
+    of cells would scan 3 times more rows near a dense topic than elsewhere. Without sizes, a fixed
+    number of cells. `widen` multiplies the budget.
+    """
     out: list[int] = []
     complete = True
+    total = sum(sizes.values()) if sizes else 0
+    budget = probe_rows(total) * widen
     for gen in (st.gen, st.prev_gen):
         if gen is None:
             continue
@@ -117,12 +128,24 @@ def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1) -> tuple[l
         if cents is None:
             out.append(0 if gen == 0 else gen * CELL_BASE)
             continue
-        n = max(PROBE_MIN, math.ceil(len(cents) / PROBE_FRACTION)) * widen
+        base = gen * CELL_BASE
+        order = np.argsort(-(cents @ query))
+        if sizes is None or total == 0:
+            n = max(PROBE_BLIND, math.ceil(len(cents) / PROBE_BLIND)) * widen
+        else:
+            # Each generation gets the budget in proportion to the rows it holds (while vectors move).
+            rows = [sizes.get(base + int(c), 0) for c in order]
+            share = budget * sum(rows) / total
+            n = min(len(order), max(PROBE_MIN * widen, int(np.searchsorted(np.cumsum(rows), share)) + 1))
         if n < len(cents):
             complete = False
-        order = np.argsort(-(cents @ query))[:n]
-        out.extend(gen * CELL_BASE + int(c) for c in order)
+        out.extend(base + int(c) for c in order[:n])
     return out, complete
+
+
+def probe_rows(total_rows: int) -> int:
+    """Rows a query scans in a KB whose cells hold total_rows (replicas counted)."""
+    return max(PROBE_CELLS_WORTH * VECTORS_PER_CELL * REPLICAS, math.ceil(total_rows / PROBE_FRACTION))
 
 
 def cell_count(vectors: int) -> int:
