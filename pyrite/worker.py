@@ -12,6 +12,7 @@ from typing import Any, Callable
 from pyrite.errors import EmbeddingError
 from pyrite.services.embedding_service import BatchResult, EmbeddingService, new_owner
 from pyrite.storage import events, queue, workers
+from pyrite.storage.queue import Claim
 
 log = logging.getLogger("pyrite.worker")
 POLL_INTERVAL_S = 0.25  # how soon writes from other processes are noticed (an idle claim costs ~0.1 ms)
@@ -67,7 +68,8 @@ class EmbeddingWorker:
     """Works the embed queue: `run_once` does one batch; `process_queue` loops until stopped."""
 
     def __init__(self, service: EmbeddingService, *, kind: str = "worker", until_empty: bool = False,
-                 poll_interval: float = POLL_INTERVAL_S, grace: float = 10.0, kb: str | None = None) -> None:
+                 poll_interval: float = POLL_INTERVAL_S, grace: float = 10.0, kb: str | None = None,
+                 claim_ahead: bool = False) -> None:
         self.service = service
         self.kind = kind
         self.id = new_owner(kind)
@@ -75,6 +77,11 @@ class EmbeddingWorker:
         self.poll_interval = poll_interval
         self.grace = grace
         self.kb = kb
+        # Claim the next batch in the transaction that records this one (process_queue turns it on):
+        # one write transaction per batch instead of two. Bare run_once calls leave nothing claimed.
+        self.claim_ahead = claim_ahead
+        self._ahead: list[list[Claim]] = []
+        self._ahead_lock = threading.Lock()
         self.paused_until = 0.0
         self._misconfigured = False
         self.last_error: str | None = None
@@ -97,9 +104,10 @@ class EmbeddingWorker:
             # The user may have fixed the key or model meanwhile: pick up the current settings.
             self._misconfigured = False
             self.service.refresh_settings()
-        items = self.service.claim(self.id, now=t, kb=self.kb)
+        items = self._take_ahead() or self.service.claim(self.id, now=t, kb=self.kb)
+        then = (self.id, self.kb) if self.claim_ahead and not self._stop.is_set() else None
         try:
-            result = self.service.process(items, now=now)
+            result = self.service.process(items, now=now, then_claim=then)
         except EmbeddingError as exc:  # provider misconfigured: items were handed back untouched
             self.last_error = str(exc)
             self._misconfigured = True
@@ -107,6 +115,9 @@ class EmbeddingWorker:
             log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, exc)
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
                                errors=[str(exc)])
+        if result.next_claims:
+            with self._ahead_lock:
+                self._ahead.append(result.next_claims)
         if result.paused_for:
             # Count the pause from the answer (now), not from the claim: the request took time.
             self.paused_until = (time.time() if now is None else t) + result.paused_for
@@ -118,6 +129,10 @@ class EmbeddingWorker:
         # Index upkeep in the gaps: a little after each batch, more when the queue is idle.
         self.service.index.step(budget_s=0.05 if items else 0.2)
         return result
+
+    def _take_ahead(self) -> list[Claim]:
+        with self._ahead_lock:
+            return self._ahead.pop(0) if self._ahead else []
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -146,6 +161,7 @@ class EmbeddingWorker:
         claim on its own thread (remote providers overlap their network waits).
         """
         self._loop = asyncio.get_running_loop()
+        self.claim_ahead = True  # what is claimed ahead is released with the rest on stop (_unregister)
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         if self._stop.is_set():
@@ -243,6 +259,8 @@ class EmbeddingWorker:
         # Unregister first, then look once more: a writer that saw us alive has already committed.
         with self.service.db.write() as conn:
             workers.unregister(conn, self.id)
+        with self._ahead_lock:
+            self._ahead.clear()  # released just below, with anything else this worker holds
         self.service.release_owner(self.id)
 
     def _settle_index(self) -> None:

@@ -565,6 +565,38 @@ def test_stop_with_long_grace_finishes_the_batch(make_core: Callable[..., Pyrite
     assert core.db.query("SELECT count(*) FROM workers")[0][0] == 0
 
 
+def test_claim_ahead_claims_the_next_batch_as_it_records_one(make_core: Callable[..., Pyrite]) -> None:
+    emb = FakeEmbedder()
+    core = make_core(emb, embed_batch_size=2)
+    rowids = add(core, 5)
+    worker = EmbeddingWorker(core.embedding, claim_ahead=True)
+    first = worker.run_once()
+    assert first.claimed == first.done == 2
+    statuses = [qrow(core, r)["status"] for r in rowids]
+    assert statuses == ["done", "done", "processing", "processing", "pending"]  # claimed in the same commit
+    assert {qrow(core, r)["lease_owner"] for r in rowids[2:4]} == {worker.id}
+    # A newer write supersedes an item claimed ahead: its old text is never stored.
+    core.kbs.update_entry("notes", "note-2", body="rewritten while claimed ahead")
+    second = worker.run_once()
+    assert second.claimed == 2 and second.done == 1 and second.discarded == 1
+    while worker.run_once().claimed:
+        pass
+    assert [qrow(core, r)["status"] for r in rowids] == ["done"] * 5
+    assert n_chunks(core) == 5  # one current chunk per entry, the rewritten one included
+    # What a stopping worker still holds ahead goes back with its attempt.
+    more = add(core, 3, prefix="late")
+    worker.run_once()
+    held = [qrow(core, r) for r in more if qrow(core, r)["status"] == "processing"]
+    assert held and all(r["lease_owner"] == worker.id for r in held)
+    worker._unregister()
+    for r in more:
+        row = qrow(core, r)
+        assert row["status"] in ("done", "pending") and row["lease_owner"] is None
+        assert row["status"] == "done" or row["attempts"] == 0
+    assert worker.run_once().claimed == len(held)  # claimed afresh, nothing stale kept ahead
+    assert [qrow(core, r)["status"] for r in more] == ["done"] * 3
+
+
 def test_request_stop_before_start_exits_at_once(make_core: Callable[..., Pyrite]) -> None:
     emb = FakeEmbedder()
     core = make_core(emb)

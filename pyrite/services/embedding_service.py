@@ -37,6 +37,8 @@ class BatchResult:
     released: int = 0
     paused_for: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # The next batch, claimed in the transaction that recorded this one (process(then_claim=...)); not summed.
+    next_claims: list[Claim] = field(default_factory=list)
 
     def add(self, other: "BatchResult") -> None:
         for name in ("claimed", "done", "retried", "failed", "skipped", "discarded", "released"):
@@ -169,13 +171,18 @@ class EmbeddingService:
                                lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb,
                                max_attempts=self.settings.embed_max_attempts)
 
-    def process(self, items: list[Claim], *, now: float | None = None) -> BatchResult:
-        """Embed claimed items and record each outcome; the only path from a claim to done or failed."""
+    def process(self, items: list[Claim], *, now: float | None = None,
+                then_claim: tuple[str, str | None] | None = None) -> BatchResult:
+        """Embed claimed items and record each outcome; the only path from a claim to done or failed.
+
+        then_claim=(owner, kb): the transaction that records the outcomes also claims the next batch
+        for owner (in result.next_claims), sparing a worker one transaction per batch.
+        """
         result = BatchResult(claimed=len(items))
         if not items:
             return result
         try:
-            return self._process(items, result, now)
+            return self._process(items, result, now, then_claim)
         except EmbeddingError:
             raise
         except Exception as exc:  # a bug or a database error: count the attempt, never strand the batch
@@ -187,7 +194,8 @@ class EmbeddingService:
             self._record([(_Work(i, ids.get(i.entry_rowid, ""), []), error) for i in items], result, now)
             return result
 
-    def _process(self, items: list[Claim], result: BatchResult, now: float | None) -> BatchResult:
+    def _process(self, items: list[Claim], result: BatchResult, now: float | None,
+                 then_claim: tuple[str, str | None] | None = None) -> BatchResult:
         try:
             work, gone, broken = self._load(items)
         except ConfigError as exc:  # e.g. the model cannot be loaded: never burn attempts on it
@@ -208,7 +216,7 @@ class EmbeddingService:
             # A provider-wide problem (misconfigured, rate limited): hand the batch back untouched.
             self._record(broken, result, now)
             return self._release_all(work, exc, result, now)
-        self._record(outcomes, result, now)
+        self._record(outcomes, result, now, then_claim)
         return result
 
     def _now(self, now: float | None) -> float:
@@ -300,8 +308,8 @@ class EmbeddingService:
         return arr
 
     def _record(self, outcomes: list[tuple[_Work, np.ndarray | EmbeddingError]], result: BatchResult,
-                now: float | None) -> None:
-        """Write every outcome of a batch in one short transaction."""
+                now: float | None, then_claim: tuple[str, str | None] | None = None) -> None:
+        """Write every outcome of a batch in one short transaction (claiming the next batch too, if asked)."""
         model = self.model_id
         s = self.settings
         with self.db.write() as conn:
@@ -334,6 +342,11 @@ class EmbeddingService:
                     result.retried += 1
                 else:
                     result.discarded += 1
+            if then_claim is not None:
+                owner, kb = then_claim
+                result.next_claims = queue.claim_within(
+                    conn, owner, limit=s.embed_batch_size, lease=s.embed_lease, now=t, kb=kb,
+                    max_attempts=s.embed_max_attempts)
 
     def _release_all(self, work: list[_Work], exc: EmbeddingError, result: BatchResult,
                      now: float | None) -> BatchResult:

@@ -75,6 +75,29 @@ def claim(
     failed (with an embed_failed event) instead of claimed again. `rowids`
     restricts the claim to those entries.
     """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        claims = claim_within(conn, owner, limit=limit, lease=lease, now=now, kb=kb, rowids=rowids,
+                              max_attempts=max_attempts)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return claims
+
+
+def claim_within(
+    conn: Any,
+    owner: str,
+    *,
+    limit: int,
+    lease: float,
+    now: float,
+    kb: str | None = None,
+    rowids: Sequence[int] | None = None,
+    max_attempts: int | None = None,
+) -> list[Claim]:
+    """`claim`, inside the caller's write transaction (a worker claims its next batch as it records one)."""
     extra = ""
     params: dict[str, Any] = {"owner": owner, "expires": now + lease, "now": now, "limit": limit}
     if kb is not None:
@@ -104,15 +127,9 @@ def claim(
         )
         RETURNING entry_rowid, kb, content_hash, attempts
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if max_attempts is not None:
-            _fail_crashed(conn, now=now, max_attempts=max_attempts, extra=extra, params=params)
-        rows = conn.execute(sql, params).fetchall()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    if max_attempts is not None:
+        _fail_crashed(conn, now=now, max_attempts=max_attempts, extra=extra, params=params)
+    rows = conn.execute(sql, params).fetchall()
     return [Claim(r[0], r[1], r[2], r[3], owner) for r in rows]
 
 
