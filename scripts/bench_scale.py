@@ -14,7 +14,9 @@ d. ``pyrite worker --until-empty`` fills the vectors: its RSS sampled every 0.5 
    when fewer than 5,000 items are queued), reported at 10%, 50% and 90% of the drain (by
    ``embed_queue`` counts read in a separate read-only SQLite connection) and at its peak; items/s
    over the whole run (which includes any index training after the drain) and over the 10%-90%
-   stretch. With the hash embedder, ~30 MB of the worker's growth is the embedder's cache of word
+   stretch. RSS is split into anonymous memory (RssAnon: what the worker holds) and mapped file pages
+   (RssFile: SQLite's memory map of index.db, the OS page cache, reclaimable); "flat" is about the
+   former. With the hash embedder, ~30 MB of the worker's anonymous memory is the embedder's cache of word
    directions (~20,000 words), full well before 10% of a 100,000-entry drain;
 e. in-process search latency: ``Pyrite(settings).search.search(q, kb=..., mode=m, limit=10)`` for
    keyword, semantic and hybrid over generated queries (10 warm-up queries first), median and p99;
@@ -93,12 +95,12 @@ def log(msg: str) -> None:
 
 
 def proc_status_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a live process, in kB ({} once it is gone)."""
+    """VmRSS, VmHWM, RssAnon and RssFile of a live process, in kB ({} once it is gone)."""
     out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
+                if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                     key, value = line.split(":", 1)
                     out[key] = int(value.split()[0])
     except (OSError, ValueError):
@@ -151,7 +153,8 @@ def run_measured(args: Sequence[str], env: dict[str, str], *, interval: float = 
                 st = proc_status_kb(proc.pid)
                 if st:
                     row: dict[str, Any] = {"t": round(time.perf_counter() - t0, 3), "rss_kb": st.get("VmRSS"),
-                                           "hwm_kb": st.get("VmHWM")}
+                                           "hwm_kb": st.get("VmHWM"), "anon_kb": st.get("RssAnon"),
+                                           "file_kb": st.get("RssFile")}
                     if probe is not None:
                         try:
                             row.update(probe())
@@ -272,19 +275,25 @@ def worker_figures(run: dict[str, Any], total: int, done_before: int) -> dict[st
         if counts is None or not s.get("rss_kb"):
             continue
         finished = sum(counts.get(k, 0) for k in ("done", "failed", "skipped")) - done_before
-        rows.append((s["t"], finished, s["rss_kb"] / 1024))
+        rows.append((s["t"], finished, s["rss_kb"] / 1024, (s.get("anon_kb") or 0) / 1024, (s.get("file_kb") or 0) / 1024))
     out: dict[str, Any] = {"samples": len(rows)}
     points = {}
     for frac in (0.1, 0.5, 0.9):
         hit = next((r for r in rows if r[1] >= frac * total), None)
         points[frac] = hit
         out[f"rss_at_{int(frac * 100)}pct_mb"] = round(hit[2], 1) if hit else None
+        # RSS = anonymous memory (the heap: what the worker holds) + file pages it has mapped (SQLite's
+        # memory map of index.db: the OS page cache, shared and reclaimable). Flat means flat anonymous memory.
+        out[f"anon_at_{int(frac * 100)}pct_mb"] = round(hit[3], 1) if hit else None
+        out[f"file_at_{int(frac * 100)}pct_mb"] = round(hit[4], 1) if hit else None
+    out["anon_max_sampled_mb"] = round(max(r[3] for r in rows), 1) if rows else None
     wal = [s["wal_mb"] for s in run["samples"] if "wal_mb" in s]
     out["wal_max_mb"] = max(wal) if wal else None
     out["rss_first_sample_mb"] = round(rows[0][2], 1) if rows else None
     out["rss_max_sampled_mb"] = round(max(r[2] for r in rows), 1) if rows else None
     step = max(1, len(rows) // 40)
-    out["timeline_t_finished_rss_mb"] = [[round(t, 1), f, round(rss, 1)] for t, f, rss in rows[::step]]
+    out["timeline_t_finished_rss_anon_file_mb"] = [[round(r[0], 1), r[1], round(r[2], 1), round(r[3], 1), round(r[4], 1)]
+                                                   for r in rows[::step]]
     p10, p90 = points[0.1], points[0.9]
     if p10 and p90 and p90[0] > p10[0]:
         out["items_per_s_10_90"] = round((p90[1] - p10[1]) / (p90[0] - p10[0]), 1)
@@ -292,6 +301,8 @@ def worker_figures(run: dict[str, Any], total: int, done_before: int) -> dict[st
         out["items_per_s_10_90"] = None
     if out["rss_at_10pct_mb"] and out["rss_at_90pct_mb"]:
         out["rss_growth_10_to_90_mb"] = round(out["rss_at_90pct_mb"] - out["rss_at_10pct_mb"], 1)
+    if out["anon_at_10pct_mb"] and out["anon_at_90pct_mb"]:
+        out["anon_growth_10_to_90_mb"] = round(out["anon_at_90pct_mb"] - out["anon_at_10pct_mb"], 1)
     return out
 
 
@@ -579,7 +590,8 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     log(f"  vector index after the worker: {json.dumps(result['vector_index'], default=str)[:600]}")
     result["index_db_mb"], result["wal_mb_after_worker"] = db_sizes_mb(settings.db_path)
     log(f"  worker: {run['seconds']:.1f}s ({total / run['seconds']:,.0f} items/s), RSS 10/50/90% "
-        f"{wf['rss_at_10pct_mb']}/{wf['rss_at_50pct_mb']}/{wf['rss_at_90pct_mb']} MB, peak {run['peak_rss_mb']} MB")
+        f"{wf['rss_at_10pct_mb']}/{wf['rss_at_50pct_mb']}/{wf['rss_at_90pct_mb']} MB (anonymous "
+        f"{wf['anon_at_10pct_mb']}/{wf['anon_at_50pct_mb']}/{wf['anon_at_90pct_mb']} MB), peak {run['peak_rss_mb']} MB")
 
     # f (first half). the exact vectors, embedded here from the generated texts
     log("  exact vectors for the reference search ...")
@@ -644,6 +656,11 @@ def table_rows(r: dict[str, Any]) -> list[list[Any]]:
         ["worker items/s (10%-90% of the drain)", w["items_per_s_10_90"] or "-"],
         ["worker RSS MB at 10% / 50% / 90% / peak",
          f"{w['rss_at_10pct_mb']} / {w['rss_at_50pct_mb']} / {w['rss_at_90pct_mb']} / {w['peak_rss_mb']}"],
+        ["of which anonymous (heap) MB at 10% / 50% / 90% / largest sampled",
+         f"{w.get('anon_at_10pct_mb')} / {w.get('anon_at_50pct_mb')} / {w.get('anon_at_90pct_mb')} / "
+         f"{w.get('anon_max_sampled_mb')}"],
+        ["of which mapped file pages (index.db) MB at 10% / 50% / 90%",
+         f"{w.get('file_at_10pct_mb')} / {w.get('file_at_50pct_mb')} / {w.get('file_at_90pct_mb')}"],
     ]
     for mode in MODES:
         rows.append([f"{mode} ms median / p99", f"{ms(mode + ':bench', 'median_ms')} / {ms(mode + ':bench', 'p99_ms')}"])
