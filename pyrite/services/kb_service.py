@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -405,29 +406,45 @@ class KBService:
             else:
                 report.unchanged += 1
         gone = [entry_id for entry_id in known if entry_id not in seen]
-        with self.db.cache_size(BULK_CACHE_KIB if len(todo) > batch else None):
+        batches = [todo[start:start + batch] for start in range(0, len(todo), batch)]
+        with self.db.cache_size(BULK_CACHE_KIB if len(todo) > batch else None), \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyrite-parse") as reader:
             # A bigger page cache while thousands of rows go in: FTS5 re-reads its segments as it merges.
-            for start in range(0, len(todo), batch):
-                self._index_files(kb, todo[start:start + batch], known, force, report)
+            # The next batch is read and parsed on a thread while this one is written: SQLite releases the
+            # GIL, so on two cores the parsing mostly hides behind the writing.
+            ahead = [reader.submit(self._parse_files, kb, batches[0], known)] if batches else []
+            for i in range(len(batches)):
+                parsed, errors = ahead.pop().result()
+                if i + 1 < len(batches):
+                    ahead.append(reader.submit(self._parse_files, kb, batches[i + 1], known))
+                report.errors.extend(errors)
+                self._write_parsed(kb, parsed, known, force, report)
         for start in range(0, len(gone), batch):
             with self.db.write() as conn:
                 self._delete_rows(conn, kb, gone[start:start + batch])
             report.removed += len(gone[start:start + batch])
         return report
 
-    def _index_files(self, kb: str, todo: list[tuple[str, Path, os.stat_result]],
-                     known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport) -> None:
+    def _parse_files(self, kb: str, todo: list[tuple[str, Path, os.stat_result]], known: dict[str, tuple[Any, ...]]
+                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str]]:
+        """Read and parse files (no database access): the entries, and an error line per skipped file."""
         parsed: list[tuple[Entry, bytes, os.stat_result, bool]] = []
+        errors: list[str] = []
         for entry_id, path, st in todo:
             try:
                 data = path.read_bytes()
                 entry = self._entry_from_file(kb, entry_id, path.name, data, st)
             except (OSError, UnicodeDecodeError, ValidationError) as exc:
-                report.errors.append(f"{path.name}: skipped, {exc}")
+                errors.append(f"{path.name}: skipped, {exc}")
                 continue
             old = known.get(entry_id)
             same = old is not None and old[2] == files.content_hash(data)
             parsed.append((entry, data, st, same))
+        return parsed, errors
+
+    def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool]],
+                      known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport) -> None:
+        """Write parsed entries in one transaction; unchanged ones only get their file stamps."""
         with self.db.write() as conn:
             for entry, data, st, same in parsed:
                 if same and not force:

@@ -121,7 +121,7 @@ def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1,
     out: list[int] = []
     complete = True
     total = sum(sizes.values()) if sizes else 0
-    budget = probe_rows(total) * widen
+    budget = probe_rows(total, sum(1 for n in sizes.values() if n) if sizes else 0) * widen
     for gen in (st.gen, st.prev_gen):
         if gen is None:
             continue
@@ -144,9 +144,10 @@ def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1,
     return out, complete
 
 
-def probe_rows(total_rows: int) -> int:
-    """Rows a query scans in a KB whose cells hold total_rows (replicas counted)."""
-    return max(PROBE_CELLS_WORTH * VECTORS_PER_CELL * REPLICAS, math.ceil(total_rows / PROBE_FRACTION))
+def probe_rows(total_rows: int, cells: int) -> int:
+    """Rows a query scans in a KB whose `cells` non-empty cells hold total_rows (replicas counted)."""
+    average = total_rows / cells if cells else VECTORS_PER_CELL * REPLICAS
+    return max(math.ceil(PROBE_CELLS_WORTH * average), math.ceil(total_rows / PROBE_FRACTION))
 
 
 def cell_count(vectors: int) -> int:
