@@ -34,6 +34,9 @@ class VectorIndex:
             did = False
             while self._unit():
                 did = True
+                # Moving a KB writes hundreds of MB; checkpoint between the moves as between batches
+                # (a worker settling its index before exit grew the WAL to 3 GB without this).
+                self.db.checkpoint_if_due()
                 if time.monotonic() - started >= budget_s:
                     break
         finally:
