@@ -57,28 +57,11 @@ def upsert(conn: Any, entry_rowid: int, kb: str, content_hash: str, *, blank: bo
     return status
 
 
-def claim(
-    conn: Any,
-    owner: str,
-    *,
-    limit: int,
-    lease: float,
-    now: float,
-    kb: str | None = None,
-    rowids: Sequence[int] | None = None,
-    max_attempts: int | None = None,
-) -> list[Claim]:
-    """Reserve up to `limit` due items (pending and due, or processing with an expired lease) in one short transaction.
-
-    The attempt is counted here, so an item that kills its worker every time
-    still ends as failed: an expired lease on an item out of attempts is
-    failed (with an embed_failed event) instead of claimed again. `rowids`
-    restricts the claim to those entries.
-    """
+def claim(conn: Any, owner: str, **options: Any) -> list[Claim]:
+    """`claim_within` (same options) in its own short BEGIN IMMEDIATE transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        claims = claim_within(conn, owner, limit=limit, lease=lease, now=now, kb=kb, rowids=rowids,
-                              max_attempts=max_attempts)
+        claims = claim_within(conn, owner, **options)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -97,7 +80,14 @@ def claim_within(
     rowids: Sequence[int] | None = None,
     max_attempts: int | None = None,
 ) -> list[Claim]:
-    """`claim`, inside the caller's write transaction (a worker claims its next batch as it records one)."""
+    """Reserve up to `limit` due items (pending and due, or processing with an expired lease), in the caller's transaction.
+
+    The attempt is counted here, so an item that kills its worker every time
+    still ends as failed: an expired lease on an item out of attempts is
+    failed (with an embed_failed event) instead of claimed again. `rowids`
+    restricts the claim to those entries. A worker claims its next batch this
+    way inside the transaction that records the last one.
+    """
     extra = ""
     params: dict[str, Any] = {"owner": owner, "expires": now + lease, "now": now, "limit": limit}
     if kb is not None:
