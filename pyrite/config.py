@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
             "connect and read timeout of remote providers, seconds"),
     Setting("embed_concurrency", "PYRITE_EMBED_CONCURRENCY", None, _optional_int,
             "batches in flight per worker (default 1 local, 4 remote)"),
-    Setting("vector_index_min", "PYRITE_VECTOR_INDEX_MIN", 10_000, _positive_int,
+    Setting("vector_index_min", "PYRITE_VECTOR_INDEX_MIN", 20_000, _positive_int,
             "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
@@ -110,7 +110,7 @@ class Settings:
     embed_lease: float = 60.0
     embed_timeout: float = 60.0
     embed_concurrency: int | None = None
-    vector_index_min: int = 10_000
+    vector_index_min: int = 20_000
     max_body_bytes: int = 10 * 1024 * 1024
     api_token: str | None = field(default=None, repr=False)
 

@@ -78,8 +78,9 @@ def recall_at_10(core: Pyrite, queries: list[str], kb: str | None) -> float:
 
 @pytest.fixture
 def small_cells(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cells of ~40 vectors, so a corpus of a few thousand gets a real, approximate index."""
+    """Cells of ~40 vectors and a budget of 800 rows, so a corpus of a few thousand gets a real, approximate index."""
     monkeypatch.setattr(cells, "VECTORS_PER_CELL", 40)
+    monkeypatch.setattr(cells, "PROBE_ROWS", 800)
 
 
 def test_untrained_search_is_exact(pyrite_home: Path) -> None:
@@ -253,7 +254,8 @@ def test_a_cell_crowded_by_one_long_entry_is_asked_again(pyrite_home: Path) -> N
 
 def test_probe_takes_nearest_cells_up_to_the_row_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Uneven cells: the budget counts rows, not cells; while moving each generation gets its share."""
-    monkeypatch.setattr(cells, "VECTORS_PER_CELL", 10)  # budget: 10 cells' worth = 10 * 10 * 2 = 200 rows
+    monkeypatch.setattr(cells, "PROBE_ROWS", 200)  # the budget: 200 rows ...
+    monkeypatch.setattr(cells, "PROBE_CELLS_WORTH", 1)  # ... more than one average cell (at most 174 rows here)
     dim = 4
     cents = np.eye(dim, dtype=np.float32)
     st = cells.State(dim, "kb", 1, None, dim, 0, "tok-probe-test", "")
@@ -277,3 +279,14 @@ def test_probe_takes_nearest_cells_up_to_the_row_budget(monkeypatch: pytest.Monk
     moving = {base + c: 25 for c in range(4)} | {b2 + c: 75 for c in range(4)}
     probed, _ = cells.probe(None, st2, q, sizes=moving)
     assert probed == [b2 + 0, b2 + 1, base + 0, base + 1]  # 150 of 150 new rows; 50 of 50 old ones
+
+
+def test_kmeans_scores_in_blocks_like_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    sample = rng.standard_normal((1000, 16)).astype(np.float32)
+    sample /= np.linalg.norm(sample, axis=1, keepdims=True)
+    whole = cells.train(sample, 20)
+    assert np.array_equal(cells.nearest_cells(sample, whole), np.argmax(sample @ whole.T, axis=1))
+    monkeypatch.setattr(cells, "TRAIN_BLOCK", 7)  # blocks that do not divide the sample
+    assert np.array_equal(cells.train(sample, 20), whole)
+    assert np.allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)

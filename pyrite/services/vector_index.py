@@ -66,7 +66,8 @@ class VectorIndex:
                 if cells.needs_training(st, count, self.min_vectors()):
                     n = cells.cell_count(count)
                     # k-means runs outside any transaction; the commit checks nobody trained meanwhile.
-                    centroids = cells.train(cells.sample_vectors(conn, dim, st.kb, n * cells.TRAIN_SAMPLE), n)
+                    centroids = cells.train(cells.sample_vectors(
+                        conn, dim, st.kb, min(n * cells.TRAIN_SAMPLE, cells.TRAIN_SAMPLE_MAX)), n)
                     with self.db.write() as wconn:
                         cells.start_generation(wconn, st, centroids, count)
                     return True

@@ -21,15 +21,18 @@ import numpy as np
 # Cell ids of generation g are g * CELL_BASE + c; generation 0 has the one cell 0.
 CELL_BASE = 1 << 20
 REPLICAS = 2            # nearest cells each vector is stored in, once trained
-VECTORS_PER_CELL = 400  # target cell size, which sets the number of cells
+VECTORS_PER_CELL = 150  # target cell size, which sets the number of cells (finer cells: more recall per row)
 MIN_CELLS = 8
 MAX_CELLS = 4096
-PROBE_CELLS_WORTH = 10  # a query scans the nearest cells until it has this many average cells' rows ...
-PROBE_FRACTION = 40     # ... or 1/40 of the KB's rows, if more ...
+PROBE_ROWS = 8000       # a query scans the nearest cells until they hold this many rows ...
+PROBE_CELLS_WORTH = 10  # ... or this many average cells' rows ...
+PROBE_FRACTION = 40     # ... or 1/40 of the KB's rows, whichever is most ...
 PROBE_MIN = 4           # ... and at least this many cells of the current generation
 PROBE_BLIND = 16        # cells scanned (or 1/16 of them) when the cells' sizes are unknown
 RETRAIN_GROWTH = 2.0    # train again when a KB has this many times the vectors it was trained on
-TRAIN_SAMPLE = 64       # training vectors per cell
+TRAIN_SAMPLE = 64       # training vectors per cell ...
+TRAIN_SAMPLE_MAX = 32768  # ... and at most this many (k-means memory: 48 MB of vectors, 32 MB of scores)
+TRAIN_BLOCK = 8192      # sample rows scored against the centroids at once
 TRAIN_ITERATIONS = 12
 MOVE_BATCH = 64         # chunks moved to a new generation per write transaction
 
@@ -147,7 +150,7 @@ def probe(conn: Any, st: State, query: np.ndarray, *, widen: int = 1,
 def probe_rows(total_rows: int, cells: int) -> int:
     """Rows a query scans in a KB whose `cells` non-empty cells hold total_rows (replicas counted)."""
     average = total_rows / cells if cells else VECTORS_PER_CELL * REPLICAS
-    return max(math.ceil(PROBE_CELLS_WORTH * average), math.ceil(total_rows / PROBE_FRACTION))
+    return max(PROBE_ROWS, math.ceil(PROBE_CELLS_WORTH * average), math.ceil(total_rows / PROBE_FRACTION))
 
 
 def cell_count(vectors: int) -> int:
@@ -173,7 +176,7 @@ def train(sample: np.ndarray, cells: int, *, seed: int = 0) -> np.ndarray:
     cells = min(cells, len(sample))
     cents = sample[rng.choice(len(sample), cells, replace=False)].astype(np.float32)
     for _ in range(TRAIN_ITERATIONS):
-        nearest = np.argmax(sample @ cents.T, axis=1)
+        nearest = nearest_cells(sample, cents)
         sums = np.zeros_like(cents)
         np.add.at(sums, nearest, sample)
         empty = ~sums.any(axis=1)
@@ -181,6 +184,12 @@ def train(sample: np.ndarray, cells: int, *, seed: int = 0) -> np.ndarray:
         sums[empty] = sample[rng.choice(len(sample), int(empty.sum()))]
         cents = sums / np.linalg.norm(sums, axis=1, keepdims=True)
     return np.ascontiguousarray(cents, dtype=np.float32)
+
+
+def nearest_cells(vectors: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    """The index of each vector's nearest centroid, scored in blocks (bounded memory)."""
+    return np.concatenate([np.argmax(vectors[i:i + TRAIN_BLOCK] @ cents.T, axis=1)
+                           for i in range(0, len(vectors), TRAIN_BLOCK)]) if len(vectors) else np.zeros(0, int)
 
 
 def sample_vectors(conn: Any, dim: int, kb: str, limit: int) -> np.ndarray:
