@@ -21,7 +21,7 @@ import numpy as np
 # Cell ids of generation g are g * CELL_BASE + c; generation 0 has the one cell 0.
 CELL_BASE = 1 << 20
 REPLICAS = 2            # nearest cells each vector is stored in, once trained
-VECTORS_PER_CELL = 150  # target cell size, which sets the number of cells (finer cells: more recall per row)
+VECTORS_PER_CELL = 100  # target cell size, which sets the number of cells (finer cells: more recall per row)
 MIN_CELLS = 8
 MAX_CELLS = 4096
 PROBE_ROWS = 8000       # a query scans the nearest cells until they hold this many rows ...
