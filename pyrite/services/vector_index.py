@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from typing import Any, Callable
@@ -10,6 +11,18 @@ from pyrite.storage import cells, vectors
 from pyrite.storage.db import Database
 
 CHECK_EVERY_S = 5.0  # how often an idle process looks for a KB to (re)train
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that k-means freed back to the OS (glibc keeps it otherwise); a no-op elsewhere.
+
+    Without it, each training left a worker's resident memory 40-60 MB higher for good (measured in a
+    100,000-entry drain: 82 -> 122 -> 180 -> 196 MB at the three trainings, flat in between).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class VectorIndex:
@@ -68,6 +81,7 @@ class VectorIndex:
                     # k-means runs outside any transaction; the commit checks nobody trained meanwhile.
                     centroids = cells.train(cells.sample_vectors(
                         conn, dim, st.kb, min(n * cells.TRAIN_SAMPLE, cells.TRAIN_SAMPLE_MAX)), n)
+                    release_freed_memory()
                     with self.db.write() as wconn:
                         cells.start_generation(wconn, st, centroids, count)
                     return True

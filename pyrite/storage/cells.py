@@ -31,8 +31,8 @@ PROBE_MIN = 4           # ... and at least this many cells of the current genera
 PROBE_BLIND = 16        # cells scanned (or 1/16 of them) when the cells' sizes are unknown
 RETRAIN_GROWTH = 2.0    # train again when a KB has this many times the vectors it was trained on
 TRAIN_SAMPLE = 64       # training vectors per cell ...
-TRAIN_SAMPLE_MAX = 32768  # ... and at most this many (k-means memory: 48 MB of vectors, 32 MB of scores)
-TRAIN_BLOCK = 8192      # sample rows scored against the centroids at once
+TRAIN_SAMPLE_MAX = 32768  # ... and at most this many (k-means memory: 48 MB of vectors, 8 MB of scores)
+TRAIN_BLOCK = 2048      # sample rows scored against the centroids at once
 TRAIN_ITERATIONS = 12
 MOVE_BATCH = 64         # chunks moved to a new generation per write transaction
 
@@ -199,14 +199,14 @@ def sample_vectors(conn: Any, dim: int, kb: str, limit: int) -> np.ndarray:
     ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE dim = ? AND kb = ?", (dim, kb))]
     if len(ids) > limit:
         ids = random.sample(ids, limit)
-    parts = []
+    out = np.empty((len(ids), dim), dtype=np.float32)  # filled in place: no second copy of the sample
+    n = 0
     for start in range(0, len(ids), 500):
         part = ids[start:start + 500]
-        parts += [r[0] for r in conn.execute(
-            f"SELECT vector FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)]
-    if not parts:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(parts), dim)
+        for (blob,) in conn.execute(f"SELECT vector FROM chunks WHERE id IN ({','.join('?' * len(part))})", part):
+            out[n] = np.frombuffer(blob, dtype=np.float32)
+            n += 1
+    return out[:n]
 
 
 def start_generation(conn: Any, st: State, cents: np.ndarray, trained_vectors: int) -> State | None:
