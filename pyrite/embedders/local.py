@@ -94,8 +94,26 @@ class LocalEmbedder(Embedder):
     def embed(self, texts: list[str]) -> np.ndarray:
         self.load()
         try:
-            vectors = self._st.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
-                                      normalize_embeddings=False, show_progress_bar=False)
+            vectors = self._forward(texts)
         except Exception as exc:  # the model's own errors: treat as bound to an input, so the batch is split
             raise EmbeddingError(f"local model failed: {type(exc).__name__}: {exc}", per_input=True) from exc
         return normalize(np.asarray(vectors, dtype=np.float32))
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        """One batch through the model: what encode() does per batch, without its per-call set-up.
+
+        A worker calls the model once per batch; encode()'s own set-up (length sort, device and
+        precision checks) cost ~5% of the throughput at batch size 1. Models that lack the public
+        preprocess/forward steps go through encode().
+        """
+        import torch  # loaded with the model already
+
+        prep = getattr(self._st, "preprocess", None) or getattr(self._st, "tokenize", None)
+        if prep is None:
+            return self._st.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
+                                   normalize_embeddings=False, show_progress_bar=False)
+        device = self._st.device
+        features = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prep(texts).items()}
+        with torch.inference_mode():
+            out = self._st.forward(features)
+        return out["sentence_embedding"].float().cpu().numpy()
