@@ -163,3 +163,14 @@ def test_long_entry_is_found_by_its_last_chunk(local_core: Pyrite) -> None:
     assert scores[long_entry.id] > scores.get(control.id, 0.0) + 0.05, scores
     # An entry appears once, scored by its best chunk.
     assert len(scores) == len(answer["results"])
+
+
+def test_batches_through_forward_match_encode() -> None:
+    """The embedder runs one batch through preprocess+forward; it must give encode()'s vectors."""
+    embedder = LocalEmbedder()
+    texts = ["short", "dogs need walks and patient training " * 5, "word " * 300, "é ü 漢字 🙂 mixed scripts"]
+    got = embedder.embed(texts)
+    want = embedder._st.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True,
+                               show_progress_bar=False)
+    assert got.shape == (4, 384) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-5
