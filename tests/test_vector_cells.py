@@ -200,6 +200,9 @@ def test_old_layout_is_migrated_with_its_vectors(pyrite_home: Path) -> None:
     db.close()
     core = open_core()
     assert not core.db.query("SELECT 1 FROM sqlite_master WHERE name = 'vec_f384'")
+    # No auxiliary ("+") column: sqlite-vec 0.1.9 leaks memory on every insert into such a table.
+    [schema] = core.db.query("SELECT sql FROM sqlite_master WHERE name = 'vec_cells384'")[0]
+    assert "entry_rowid INTEGER" in schema and "+" not in schema
     assert core.db.query("SELECT count(*) FROM chunks WHERE vector IS NOT NULL AND kb = 'notes'")[0][0] == 3
     got = core.search.search("engines and gears", kb="notes", mode="semantic", limit=3)["results"]
     assert [r["id"] for r in got][0] == "e1" and len(got) == 3

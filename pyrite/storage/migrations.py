@@ -213,10 +213,22 @@ def m005_vector_model_keys(conn: Any) -> None:
     # through a lookup, which made each scanned vector 2-4 times dearer. The tables are rebuilt from the
     # exact vectors in chunks; the worker trains their cells again.
     conn.execute("CREATE TABLE vec_models (id INTEGER PRIMARY KEY, model TEXT NOT NULL UNIQUE)")
+    _rebuild_vector_tables(conn)
+
+
+@migration
+def m006_vector_entry_metadata(conn: Any) -> None:
+    # The entry of each vector becomes a metadata column instead of an auxiliary one, which sqlite-vec
+    # leaks memory on at every insert. Rebuilt from the exact vectors as in m005.
+    _rebuild_vector_tables(conn)
+
+
+def _rebuild_vector_tables(conn: Any) -> None:
+    """Recreate every vec0 table from the exact vectors in chunks (re-queue them without sqlite-vec)."""
+    from pyrite.storage import vectors
+
     dims = [r[0] for r in conn.execute("SELECT DISTINCT dim FROM chunks WHERE vector IS NOT NULL")]
     for dim in dims:
-        from pyrite.storage import vectors
-
         try:
             vectors.rebuild_table(conn, dim)
         except Exception:  # no sqlite-vec in this process: those vectors are re-embedded later
