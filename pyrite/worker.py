@@ -112,6 +112,7 @@ class EmbeddingWorker:
             self.last_error = str(exc)
             self._misconfigured = True
             self.paused_until = t + MISCONFIGURED_PAUSE_S
+            self._release_ahead(now)
             log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, exc)
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
                                errors=[str(exc)])
@@ -121,6 +122,7 @@ class EmbeddingWorker:
         if result.paused_for:
             # Count the pause from the answer (now), not from the claim: the request took time.
             self.paused_until = (time.time() if now is None else t) + result.paused_for
+            self._release_ahead(now)  # another worker may take them meanwhile
         if result.errors:
             self.last_error = result.errors[-1]
         self.totals.add(result)
@@ -133,6 +135,13 @@ class EmbeddingWorker:
     def _take_ahead(self) -> list[Claim]:
         with self._ahead_lock:
             return self._ahead.pop(0) if self._ahead else []
+
+    def _release_ahead(self, now: float | None) -> None:
+        """Give back the batches claimed ahead (their attempt returned), e.g. when the provider pauses us."""
+        with self._ahead_lock:
+            held, self._ahead = [i for batch in self._ahead for i in batch], []
+        if held:
+            self.service.release(held, now=now)
 
     # -- the loop ----------------------------------------------------------------------
 

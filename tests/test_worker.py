@@ -779,3 +779,24 @@ def test_a_chunking_bug_does_not_break_the_write(make_core: Callable[..., Pyrite
     entry = core.kbs.create_entry("notes", "Trouble", "a POISON text")
     assert entry.embedding_status == "pending" and "tokenizer exploded" in (entry.embedding_error or "")
     assert qrow(core, rowid_of(core, entry.id))["lease_owner"] is None
+
+
+def test_a_pause_gives_back_what_was_claimed_ahead(make_core: Callable[..., Pyrite]) -> None:
+    """With batches in flight on several runners, one may hold a batch claimed ahead when another meets a
+    rate limit: the pause hands it back, so another worker can take it meanwhile."""
+    emb = Scripted()
+    core = make_core(emb, embed_batch_size=2)
+    rowids = add(core, 6)
+    worker = EmbeddingWorker(core.embedding, claim_ahead=True)
+    t = future()
+    assert worker.run_once(now=t).done == 2  # and claims rowids[2:4] ahead
+    second = core.embedding.claim(worker.id, now=t)  # a second runner's batch, held ahead too
+    assert [c.entry_rowid for c in second] == rowids[4:6]
+    worker._ahead.append(second)
+    emb.errors.append(EmbeddingError("429 Too Many Requests", retry_after=5))
+    result = worker.run_once(now=t)  # takes rowids[2:4], meets the 429
+    assert result.paused_for == 5 and result.released == 2
+    assert not worker._ahead
+    for r in rowids[2:]:
+        row = qrow(core, r)
+        assert row["status"] == "pending" and row["lease_owner"] is None and row["attempts"] == 0
