@@ -55,7 +55,8 @@ def pending_entries(core: Pyrite, n: int, kb: str = "notes", prefix: str = "item
 
 def claim(core: Pyrite, owner: str, *, now: float, limit: int = 100, lease: float = 60.0,
           kb: str | None = None) -> list[queue.Claim]:
-    return queue.claim(core.db.conn, owner, limit=limit, lease=lease, now=now, kb=kb)
+    with core.db.write() as conn:
+        return queue.claim(conn, owner, limit=limit, lease=lease, now=now, kb=kb)
 
 
 # -- atomic with the write ------------------------------------------------------------

@@ -153,23 +153,24 @@ class EmbeddingService:
         ids = list(rowids)
         for start in range(0, len(ids), self.settings.embed_batch_size):
             t = time.time() if now is None else now
-            with self.db.write_lock:
-                items = queue.claim(self.db.conn, owner, limit=self.settings.embed_batch_size,
-                                    lease=self.settings.embed_lease, now=t,
-                                    rowids=ids[start:start + self.settings.embed_batch_size],
-                                    max_attempts=self.settings.embed_max_attempts)
+            with self.db.write() as conn:
+                items = self._claim(conn, owner, now=t, rowids=ids[start:start + self.settings.embed_batch_size])
             total.add(self.process(items, now=now))
         return total
 
     # -- processing -----------------------------------------------------------------
 
-    def claim(self, owner: str, *, now: float | None = None, kb: str | None = None,
-              limit: int | None = None) -> list[Claim]:
-        """Claim the next due batch for owner."""
-        with self.db.write_lock:
-            return queue.claim(self.db.conn, owner, limit=limit or self.settings.embed_batch_size,
-                               lease=self.settings.embed_lease, now=time.time() if now is None else now, kb=kb,
-                               max_attempts=self.settings.embed_max_attempts)
+    def claim(self, owner: str, *, now: float | None = None, kb: str | None = None) -> list[Claim]:
+        """Claim the next due batch for owner, in a short transaction of its own."""
+        with self.db.write() as conn:
+            return self._claim(conn, owner, now=time.time() if now is None else now, kb=kb)
+
+    def _claim(self, conn: Any, owner: str, *, now: float, kb: str | None = None,
+               rowids: Sequence[int] | None = None) -> list[Claim]:
+        """queue.claim with this service's batch size, lease and attempt limit, in the caller's transaction."""
+        s = self.settings
+        return queue.claim(conn, owner, limit=s.embed_batch_size, lease=s.embed_lease, now=now, kb=kb,
+                           rowids=rowids, max_attempts=s.embed_max_attempts)
 
     def process(self, items: list[Claim], *, now: float | None = None,
                 then_claim: tuple[str, str | None] | None = None) -> BatchResult:
@@ -344,9 +345,7 @@ class EmbeddingService:
                     result.discarded += 1
             if then_claim is not None:
                 owner, kb = then_claim
-                result.next_claims = queue.claim_within(
-                    conn, owner, limit=s.embed_batch_size, lease=s.embed_lease, now=t, kb=kb,
-                    max_attempts=s.embed_max_attempts)
+                result.next_claims = self._claim(conn, owner, now=t, kb=kb)
 
     def _release_all(self, work: list[_Work], exc: EmbeddingError, result: BatchResult,
                      now: float | None) -> BatchResult:

@@ -20,6 +20,7 @@ RRF_K = 60
 # bm25 column weights: title, body, tags.
 WEIGHTS = (10.0, 1.0, 5.0)
 SNIPPET_TOKENS = 16
+SNIPPET_SQL = f"snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS})"  # matched words in bold
 
 
 def fts_query(text: str, *, any_term: bool = False) -> str | None:
@@ -96,32 +97,33 @@ class SearchService:
     # -- modes ---------------------------------------------------------------------
 
     def _keyword(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
-        rows = self._fts_ranked(query, kb, limit)
+        _, rows = self._fts_ranked(query, kb, limit)
         # Significant digits, not decimals: bm25 of a common word is tiny but still ranks.
         return [self._result(r, score=float(f"{-r['rank']:.6g}"), snippet=r["snip"]) for r in rows]
 
-    def _fts_ranked(self, query: str, kb: str | None, limit: int, *, snippets: bool = True) -> list[Any]:
-        """bm25-ranked rows having every word of query, or else any of them (with a `match` column)."""
+    def _fts_ranked(self, query: str, kb: str | None, limit: int, *, snippets: bool = True) -> tuple[str, list[Any]]:
+        """bm25-ranked rows having every word of query, or else any of them; and the MATCH that found them."""
         match = fts_query(query)
         if match is None:
-            return []
+            return "", []
         rows = self._fts(match, kb, limit, snippets)
         if not rows and " " in match:
-            rows = self._fts(fts_query(query, any_term=True) or match, kb, limit, snippets)
-        return rows
+            match = fts_query(query, any_term=True) or match
+            rows = self._fts(match, kb, limit, snippets)
+        return match, rows
 
     def _fts(self, match: str, kb: str | None, limit: int, snippets: bool = True) -> list[Any]:
         # A snippet costs ~0.1 ms per row: hybrid search ranks 30 rows and asks snippets of the few it keeps.
-        snip = f"snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS})" if snippets else "NULL"
+        snip = SNIPPET_SQL if snippets else "NULL"
         sql = (
             "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, "
-            f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)}) AS rank, {snip} AS snip, ? AS match "
+            f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)}) AS rank, {snip} AS snip "
             # CROSS JOIN keeps the full-text index as the outer loop: with a plain JOIN and a KB filter,
             # SQLite walks the KB's entries and runs the MATCH once per entry (seconds at 10,000 entries).
             "FROM entries_fts CROSS JOIN entries e ON e.rowid = entries_fts.rowid "
             "LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE entries_fts MATCH ?"
         )
-        params: list[Any] = [match, match]
+        params: list[Any] = [match]
         if kb is not None:
             sql += " AND e.kb = ?"
             params.append(kb)
@@ -137,7 +139,7 @@ class SearchService:
         if not rowids:
             return {}
         rows = self.db.query(
-            f"SELECT rowid, snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS}) FROM entries_fts "
+            f"SELECT rowid, {SNIPPET_SQL} FROM entries_fts "
             f"WHERE entries_fts MATCH ? AND rowid IN ({','.join('?' * len(rowids))})", [match, *rowids])
         return {r[0]: r[1] for r in rows}
 
@@ -153,7 +155,7 @@ class SearchService:
 
     def _hybrid(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
         depth = min(LIMIT_MAX, max(limit * 3, 30))
-        keyword = self._fts_ranked(query, kb, depth, snippets=False)
+        match, keyword = self._fts_ranked(query, kb, depth, snippets=False)
         semantic = self._semantic_hits(query, kb, depth)
         scores: dict[int, float] = {}
         for rank, row in enumerate(keyword):
@@ -163,7 +165,7 @@ class SearchService:
         best = sorted(scores.items(), key=lambda item: -item[1])[:limit]
         rows = self._rows([rowid for rowid, _ in best])
         matched = {row["rowid"] for row in keyword}
-        snippets = self._snippets(keyword[0]["match"], [r for r, _ in best if r in matched]) if keyword else {}
+        snippets = self._snippets(match, [r for r, _ in best if r in matched])
         return [self._result(rows[rowid], score=round(score, 6), snippet=snippets.get(rowid))
                 for rowid, score in best if rowid in rows]
 

@@ -164,8 +164,8 @@ class Database:
         """Rows of one read statement on this thread's connection."""
         return self.conn.execute(sql, params).fetchall()
 
-    def checkpoint_if_due(self, every_s: float | None = None) -> bool:
-        """Checkpoint on this thread if every_s (default WORKER_CHECKPOINT_EVERY_S) passed since its last one here; True if it ran.
+    def checkpoint_if_due(self) -> bool:
+        """Checkpoint on this thread if WORKER_CHECKPOINT_EVERY_S passed since its last one here; True if it ran.
 
         For a worker, between its batches. Run by the writer between its own transactions, a checkpoint
         catches up and the WAL restarts from its beginning; run from another thread under a steady stream
@@ -174,11 +174,10 @@ class Database:
         writers never wait for it; and a checkpoint per interval rather than per 1,000 pages copies a page
         that many batches wrote only once.
         """
-        now = time.monotonic()
-        if now < getattr(self._local, "next_checkpoint", 0.0):
+        if time.monotonic() < getattr(self._local, "next_checkpoint", 0.0):
             return False
         self.checkpoint()
-        self._local.next_checkpoint = time.monotonic() + (WORKER_CHECKPOINT_EVERY_S if every_s is None else every_s)
+        self._local.next_checkpoint = time.monotonic() + WORKER_CHECKPOINT_EVERY_S
         return True
 
     def checkpoint(self) -> None:
@@ -191,7 +190,6 @@ class Database:
         if conn is None:
             return
         self._local.conn = None
-        self._local.checkpoints = False
         with self._lock:
             if conn not in self._all:
                 return  # close() has taken it and closes it: closing it twice at once aborts SQLite

@@ -1,7 +1,7 @@
 """The embed_queue contract: every state change of an entry's embedding, written once.
 
-Each function runs inside the caller's transaction (`Database.write()`), except
-`claim`, which opens its own short BEGIN IMMEDIATE transaction.
+Each function runs inside the caller's transaction (`Database.write()`); a claim
+should be a short transaction of its own, or ride in the one that records a batch.
 """
 
 from __future__ import annotations
@@ -57,19 +57,7 @@ def upsert(conn: Any, entry_rowid: int, kb: str, content_hash: str, *, blank: bo
     return status
 
 
-def claim(conn: Any, owner: str, **options: Any) -> list[Claim]:
-    """`claim_within` (same options) in its own short BEGIN IMMEDIATE transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        claims = claim_within(conn, owner, **options)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return claims
-
-
-def claim_within(
+def claim(
     conn: Any,
     owner: str,
     *,
