@@ -21,7 +21,7 @@ class Pyrite:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_path, autocheckpoint=autocheckpoint)
         self.embedding = EmbeddingService(self.db, settings, embedder, reload=reload)
-        self.kbs = KBService(self.db, settings, after_write=self.embedding.after_write,
+        self.kbs = KBService(self.db, settings, hooks=self.embedding,
                              model_id=lambda: self.embedding.model_id if self.embedding.enabled else "")
         self.search = SearchService(self.db, self.embedding)
 

@@ -127,20 +127,25 @@ class EmbeddingService:
 
     # -- the write path hook ------------------------------------------------------
 
-    def after_write(self, rowids: Sequence[int], embed: bool = True) -> None:
-        """After a committed write: wake the in-process worker, or trust a live one, or embed now."""
-        if not embed or not self.enabled or not rowids:
-            return
+    def must_embed_here(self, conn: Any) -> bool:
+        """Inside a write's transaction: True if no worker, in this process or any other, will embed it."""
+        return self.enabled and self.wake is None and not workers.live(conn, now=time.time())
+
+    def after_write(self, rowids: Sequence[int], embed_here: bool) -> bool:
+        """After a committed write: wake the in-process worker, or embed now (embed_here); True if it embedded."""
+        if not rowids or not self.enabled:
+            return False
         if self.wake is not None:
             self.wake()
-            return
-        if self.live_workers():
-            return
+            return False
+        if not embed_here:
+            return False
         try:
             self.embed_rowids(rowids)
         except Exception as exc:
             # The write stands; the entry stays pending with the error, shown by status and the CLI.
             log.warning("could not embed now: %s", exc)
+        return True
 
     def live_workers(self, now: float | None = None) -> list[dict[str, Any]]:
         """Workers, in any process, whose heartbeat is fresh."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from pyrite.config import Settings
 from pyrite.errors import ConflictError, NotFoundError, ValidationError
@@ -25,8 +26,20 @@ _ENTRY_COLUMNS = (
     "e.rowid, e.kb, e.id, e.title, e.body, e.type, e.tags, e.meta, e.created, e.updated, e.path, "
     "q.status, q.error"
 )
-# Called after each committed write with the rowids whose embedding work was queued.
-AfterWrite = Callable[[Sequence[int], bool], None]
+
+
+class WriteHooks(Protocol):
+    """What the embedding pipeline does around each entry write (EmbeddingService is one)."""
+
+    def must_embed_here(self, conn: Any) -> bool:
+        """Inside the write's transaction: True if no worker will embed it, so this process must."""
+
+    def after_write(self, rowids: Sequence[int], embed_here: bool) -> bool:
+        """After the commit: wake a worker or embed now; True if the entries were embedded now."""
+
+
+class _NameTaken(Exception):
+    """The file name of a new entry was created by someone else between the check and the link."""
 
 
 def now_iso() -> str:
@@ -113,10 +126,11 @@ def _check_meta(meta: Any) -> dict[str, Any]:
         if not isinstance(key, str) or not key.strip() or key in files.RESERVED_KEYS:
             raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
     try:
-        check_text(json.dumps(meta, ensure_ascii=False, allow_nan=False), "meta")
+        text = check_text(json.dumps(meta, ensure_ascii=False, allow_nan=False), "meta")
     except (TypeError, ValueError, RecursionError):
         raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
-    return dict(meta)
+    # As the index stores it (tuples become lists), so the entry a write returns is the one it indexed.
+    return json.loads(text)
 
 
 def rowid_hint(entry: Entry) -> str:
@@ -143,12 +157,14 @@ BULK_CACHE_KIB = 64 * 1024  # page cache of a large build or sync (SQLite's defa
 class KBService:
     """The KB and entry operations every front end uses; holds no front-end logic."""
 
-    def __init__(self, db: Database, settings: Settings, after_write: AfterWrite | None = None,
+    def __init__(self, db: Database, settings: Settings, hooks: WriteHooks | None = None,
                  model_id: Callable[[], str] | None = None) -> None:
         self.db = db
         self.settings = settings
-        self.after_write = after_write
+        self.hooks = hooks
         self._model_id = model_id or (lambda: settings.model_id if db.vec_available else "")
+        # KB name -> folder, so a write can start its file before its transaction; the transaction checks it.
+        self._folders: dict[str, Path] = {}
 
     @property
     def model_id(self) -> str:
@@ -208,6 +224,7 @@ class KBService:
             conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
             conn.execute("DELETE FROM kbs WHERE name = ?", (name,))
+        self._folders.pop(name, None)
         return kb
 
     # -- entries -------------------------------------------------------------
@@ -217,53 +234,57 @@ class KBService:
         """Write a new entry file named after a slug of its title (suffixed -2, -3 on clash) and index it."""
         title, body = _check_title(title), _check_body(body)
         tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
-        folder = Path(self.get_kb(kb).path)
+        check_kb_name(kb)
         stamp = now_iso()
-        entry = Entry(kb=kb, id="", title=title, body=body, type=kind, tags=tag_list,
+        entry = Entry(kb=kb, id=slugify(title), title=title, body=body, type=kind, tags=tag_list,
                       created=stamp, updated=stamp, meta=extra)
-        slug = slugify(title)
-        # The file is written and its fsync started before the lock; the index rows are written while
-        # the fsync runs, and the file is linked into place once it is on disk, just before COMMIT.
-        entry.id = slug
-        data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
+        for _ in range(5):
+            try:
+                return self._create(entry, embed)
+            except _NameTaken:
+                continue  # the next attempt sees the file and takes the next free name
+        raise ConflictError(f"could not find a free file name for {entry.id!r} in KB {kb!r}; try again")
+
+    def _create(self, entry: Entry, embed: bool) -> Entry:
+        # The file is written and its fsync started before the lock. Everything else the write does runs
+        # while it flushes, and the file is linked into place once it is on disk, just before COMMIT.
+        slug = entry.id
+        folder = self._folders.get(entry.kb) or Path(self.get_kb(entry.kb).path)
+        data = self._render(entry)
         staged = files.stage(folder, data)
         installed: Path | None = None
         try:
             with self.db.write() as conn:
+                actual = self._folder_in(conn, entry.kb)
                 for n in range(1, 10_000):
                     candidate = with_suffix(slug, n)
-                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?", (kb, candidate)).fetchone():
+                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?",
+                                    (entry.kb, candidate)).fetchone():
                         continue
-                    path = folder / f"{candidate}.md"
-                    if path.exists():
+                    if (actual / f"{candidate}.md").exists():
                         continue  # a file not (yet) indexed holds this name: never overwrite it
-                    if candidate != entry.id:  # the id is in the frontmatter: render again
-                        files.discard(staged)
-                        entry.id = candidate
-                        data = files.render_markdown(_frontmatter(entry), body).encode("utf-8")
-                        staged = files.stage(folder, data)
-                    entry.path = path.name
-                    conn.execute("SAVEPOINT put_entry")
-                    rowid = self._put_row(conn, entry, data, staged.stat, "entry_created")
-                    try:
-                        files.install(staged, path, exclusive=True)
-                    except FileExistsError:  # created between the check and the link
-                        conn.execute("ROLLBACK TO put_entry")
-                        conn.execute("RELEASE put_entry")
-                        continue
-                    conn.execute("RELEASE put_entry")
-                    installed = path
                     break
                 else:
                     raise ConflictError(f"too many entries named like {slug!r}")
+                if candidate != entry.id or actual != folder:  # the id is in the frontmatter: render again
+                    files.discard(staged)
+                    entry.id, folder = candidate, actual
+                    data = self._render(entry)
+                    staged = files.stage(folder, data)
+                entry.path = f"{candidate}.md"
+                rowid, embed_here = self._put_and_plan(conn, entry, data, staged.stat, "entry_created", embed)
+                try:
+                    files.install(staged, folder / entry.path, exclusive=True)
+                except FileExistsError:  # created between the check and the link: roll back, try again
+                    raise _NameTaken() from None
+                installed = folder / entry.path
         except BaseException:
-            if installed is not None:
+            if installed is not None:  # the commit failed after the link: the file goes too
                 installed.unlink(missing_ok=True)
             else:
                 files.discard(staged)
             raise
-        self._after_write([rowid], embed)
-        return self.get_entry(kb, entry.id)
+        return self._finish(entry, rowid, embed, embed_here)
 
     def get_entry(self, kb: str, entry_id: str) -> Entry:
         """The indexed entry, with its embedding status, or NotFoundError."""
@@ -297,13 +318,14 @@ class KBService:
         try:
             with self.db.write() as conn:
                 try:
-                    old = path.read_bytes()
+                    with open(path, "rb") as fh:
+                        old, st = fh.read(), os.fstat(fh.fileno())
                 except FileNotFoundError:
                     raise NotFoundError(
                         f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
                     ) from None
                 # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
-                entry = self._entry_from_file(kb, entry_id, path.name, old, path.stat())
+                entry = self._entry_from_file(kb, entry_id, path.name, old, st)
                 entry.created = entry.created or current.created
                 for key, value in changes.items():
                     if value is not None:
@@ -312,11 +334,11 @@ class KBService:
                 for key in meta_drop:
                     entry.meta.pop(key, None)
                 entry.updated = now_iso()
-                data = files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
-                staged = files.stage(folder, data)
+                data = self._render(entry)
+                staged = files.stage(folder, data, mode=stat.S_IMODE(st.st_mode))  # keep its permissions
                 try:
                     # Rows first, while the new content is flushed; the file is replaced only once both are done.
-                    rowid = self._put_row(conn, entry, data, staged.stat, "entry_updated")
+                    rowid, embed_here = self._put_and_plan(conn, entry, data, staged.stat, "entry_updated", embed)
                     files.install(staged, path)
                     replaced = old
                 except BaseException:
@@ -326,8 +348,7 @@ class KBService:
             if replaced is not None:  # the commit failed after the file changed: put the old one back
                 files.write_atomic(path, replaced)
             raise
-        self._after_write([rowid], embed)
-        return self.get_entry(kb, entry_id)
+        return self._finish(entry, rowid, embed, embed_here)
 
     def delete_entry(self, kb: str, entry_id: str) -> None:
         """Remove the entry's file, index row, vectors and queue row together."""
@@ -509,6 +530,39 @@ class KBService:
         events.append(conn, event, kb=entry.kb, entry_id=entry.id, now=now)
         return rowid
 
+    def _put_and_plan(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str,
+                      embed: bool) -> tuple[int, bool]:
+        """_put_row, then (still in the transaction, while the file flushes) set the entry's embedding status
+        and decide whether this process must embed it; return (rowid, embed here)."""
+        # Releasing a savepoint makes FTS5 write out its pending terms now, while the file flushes, rather
+        # than inside COMMIT after it.
+        conn.execute("SAVEPOINT put_row")
+        rowid = self._put_row(conn, entry, data, st, event)
+        conn.execute("RELEASE put_row")
+        row = conn.execute("SELECT status, error FROM embed_queue WHERE entry_rowid = ?", (rowid,)).fetchone()
+        entry.embedding_status, entry.embedding_error = (row[0], row[1]) if row else (None, None)
+        embed_here = (embed and self.hooks is not None and entry.embedding_status == "pending"
+                      and self.hooks.must_embed_here(conn))
+        return rowid, embed_here
+
+    def _finish(self, entry: Entry, rowid: int, embed: bool, embed_here: bool) -> Entry:
+        """After the commit: hand the entry to the embedding pipeline; return it as indexed."""
+        if embed and self.hooks is not None and self.model_id and self.hooks.after_write([rowid], embed_here):
+            return self.get_entry(entry.kb, entry.id)  # embedded just now: its status moved on
+        return entry
+
+    def _render(self, entry: Entry) -> bytes:
+        return files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
+
+    def _folder_in(self, conn: Any, kb: str) -> Path:
+        """The KB's folder as the write's transaction sees it (and remembered); NotFoundError if it is gone."""
+        row = conn.execute("SELECT path FROM kbs WHERE name = ?", (kb,)).fetchone()
+        if row is None:
+            self._folders.pop(kb, None)
+            raise NotFoundError(f"no KB named {kb!r} (see `pyrite kb list`)")
+        folder = self._folders[kb] = Path(row[0])
+        return folder
+
     def _delete_rows(self, conn: Any, kb: str, entry_ids: Sequence[str]) -> None:
         now = time.time()
         for entry_id in entry_ids:
@@ -519,7 +573,3 @@ class KBService:
             queue.delete(conn, [row[0]])
             conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
             events.append(conn, "entry_deleted", kb=kb, entry_id=entry_id, now=now)
-
-    def _after_write(self, rowids: Sequence[int], embed: bool) -> None:
-        if self.after_write is not None and self.model_id:
-            self.after_write(rowids, embed)

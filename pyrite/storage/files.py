@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ _Loader.yaml_implicit_resolvers = {
 
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-# Plain scalars YAML 1.1 reads as something other than a string (booleans, null).
+# Plain keys YAML 1.1 reads as something other than a string (booleans, null).
 _NOT_STRINGS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"}
 _PLAIN_SPECIAL = re.compile(r"[:#{}\[\]&*!|>'\"%@`\t]")
 
@@ -60,10 +59,15 @@ def _simple_scalar(value: str) -> str | None:
         if "'" in inner.replace("''", ""):
             return None
         return inner.replace("''", "'")
-    if (not value or not value[0].isalpha() or value[-1].isspace() or value.lower() in _NOT_STRINGS
-            or _PLAIN_SPECIAL.search(value)):
-        return None
-    return value
+    return value if _plain_string(value, _Loader.yaml_implicit_resolvers) else None
+
+
+def _plain_string(value: str, resolvers: dict[Any, list[tuple[str, Any]]]) -> bool:
+    """True if value, written as a plain scalar, is read back as exactly this string under resolvers."""
+    if not value or not value[0].isalnum() or value[-1].isspace() or _PLAIN_SPECIAL.search(value):
+        return False
+    # No implicit type (int, float, bool, null, timestamp ...) claims it.
+    return not any(rx.match(value) for _, rx in resolvers.get(value[0], []) + resolvers.get(None, []))
 
 
 def _simple_key(key: str) -> bool:
@@ -153,10 +157,50 @@ def _strip_blank_line(body: str) -> str:
     return body
 
 
+_DUMP_RESOLVERS = yaml.SafeDumper.yaml_implicit_resolvers  # what yaml.dump quotes (timestamps too)
+_FAST_SCALAR_MAX = 1000  # far below the dump width, so YAML would not fold the line either
+
+
+def _fast_scalar(value: str) -> str | None:
+    """value as a YAML plain scalar if it reads back as itself, else single-quoted; None when only the
+    YAML emitter knows (non-printable characters, very long strings)."""
+    if len(value) > _FAST_SCALAR_MAX or not value.isprintable():
+        return None
+    if _plain_string(value, _DUMP_RESOLVERS):
+        return value
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _fast_front(front: dict[str, Any]) -> str | None:
+    """YAML for a mapping of the simple shape pyrite writes (plain keys; string or list-of-string values),
+    without YAML's machinery (~75 us a write); None for any other mapping. Both loaders read it back."""
+    lines: list[str] = []
+    for key, value in front.items():
+        if not isinstance(key, str) or not _simple_key(key):
+            return None
+        if isinstance(value, str):
+            text = _fast_scalar(value)
+            if text is None:
+                return None
+            lines.append(f"{key}: {text}\n")
+        elif isinstance(value, list):
+            lines.append(f"{key}: []\n" if not value else f"{key}:\n")
+            for item in value:
+                text = _fast_scalar(item) if isinstance(item, str) else None
+                if text is None:
+                    return None
+                lines.append(f"- {text}\n")
+        else:
+            return None
+    return "".join(lines) if lines else None
+
+
 def render_markdown(front: dict[str, Any], body: str) -> str:
-    """Frontmatter (keys in the given order) and body; parse_markdown returns body exactly."""
-    header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True, default_flow_style=False,
-                       width=10_000)
+    """Frontmatter (keys in the given order) and body; parse_markdown returns both exactly."""
+    header = _fast_front(front)
+    if header is None:
+        header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True,
+                           default_flow_style=False, width=10_000)
     return f"{FRONT}\n{header}{FRONT}\n\n{body}"
 
 
@@ -185,14 +229,27 @@ def _flush_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def stage(folder: Path, data: bytes, *, durable: bool = True) -> Staged:
-    """Write data to a temp file in folder and start flushing it to disk in the background."""
-    # A short temp name: the final name may already be near the 255-byte limit.
-    fd, tmp = tempfile.mkstemp(prefix=".pyrite-", suffix=".tmp", dir=folder)
+def _new_temp(folder: Path) -> tuple[int, str]:
+    """An empty, uniquely named temp file in folder, mode 0666 less the umask (as an editor makes one)."""
+    for _ in range(100):
+        # A short name: the final one may already be near the 255-byte limit.
+        tmp = os.path.join(folder, f".pyrite-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name in {folder}")
+
+
+def stage(folder: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> Staged:
+    """Write data to a temp file in folder (permission bits `mode` if given) and start flushing it to disk."""
+    fd, tmp = _new_temp(folder)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if mode is not None:
+            os.fchmod(fd, mode)
         st = os.fstat(fd)
     except BaseException:
         os.close(fd)
