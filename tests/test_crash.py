@@ -174,9 +174,12 @@ def test_sigterm_mid_batch_exits_cleanly(tmp_path: Path, monkeypatch: pytest.Mon
         counts = w.counts()
         assert counts["processing"] == 0 and counts["failed"] == 0, counts
         assert counts["pending"] > 0, "the worker drained the queue instead of stopping"
-        # The batch in hand was finished, not dropped; nothing else spent an attempt.
+        # The batch in hand was finished, not dropped; nothing else spent an attempt. The one batch seen
+        # processing is either the one being embedded (finished: done) or, when the signal came in the
+        # moment between batches, the next one claimed ahead in the last batch's commit (given back whole).
         statuses = dict(w.q("SELECT entry_rowid, status FROM embed_queue"))
-        assert all(statuses[r] == "done" for r in in_hand)
+        outcome = {statuses[r] for r in in_hand}
+        assert outcome in ({"done"}, {"pending"}), outcome
         assert w.q("SELECT count(*) FROM embed_queue WHERE status = 'pending' AND attempts != 0")[0][0] == 0
         assert w.q("SELECT count(*) FROM workers")[0][0] == 0
         w.assert_one_set_of_chunks_each()
