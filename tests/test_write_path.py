@@ -87,6 +87,9 @@ def test_a_name_taken_between_check_and_link_gets_the_next_one(core: Pyrite, mon
     assert entry.id == "contested-2" and "mine" in (folder / "contested-2.md").read_text()
     assert names(folder) == ["contested-2.md", "contested.md"]  # no temp file left behind
     assert [e.id for e in core.kbs.list_entries("notes")] == ["contested-2"]
+    taken.clear()  # once more: the race now takes "contested-3", and the next name is "contested-4"
+    assert core.kbs.create_entry("notes", "Contested", "again").id == "contested-4"
+    assert taken == [folder / "contested-3.md"]
 
 
 def _fail_commits(core: Pyrite) -> None:

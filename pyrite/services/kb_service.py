@@ -236,19 +236,19 @@ class KBService:
         tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
         check_kb_name(kb)
         stamp = now_iso()
-        entry = Entry(kb=kb, id=slugify(title), title=title, body=body, type=kind, tags=tag_list,
+        slug = slugify(title)
+        entry = Entry(kb=kb, id=slug, title=title, body=body, type=kind, tags=tag_list,
                       created=stamp, updated=stamp, meta=extra)
         for _ in range(5):
             try:
-                return self._create(entry, embed)
+                return self._create(entry, slug, embed)
             except _NameTaken:
                 continue  # the next attempt sees the file and takes the next free name
-        raise ConflictError(f"could not find a free file name for {entry.id!r} in KB {kb!r}; try again")
+        raise ConflictError(f"could not find a free file name for {slug!r} in KB {kb!r}; try again")
 
-    def _create(self, entry: Entry, embed: bool) -> Entry:
+    def _create(self, entry: Entry, slug: str, embed: bool) -> Entry:
         # The file is written and its fsync started before the lock. Everything else the write does runs
         # while it flushes, and the file is linked into place once it is on disk, just before COMMIT.
-        slug = entry.id
         folder = self._folders.get(entry.kb) or Path(self.get_kb(entry.kb).path)
         data = self._render(entry)
         staged = files.stage(folder, data)
