@@ -46,7 +46,8 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import (  # noqa: E402  (also removes PYRITE_* from the environment)
-    ROOT, Words, child_env, machine_info, md_table, percentile, pyrite_argv, summary_ms, write_json,
+    ROOT, Words, child_env, cpu_ticks, machine_info, md_table, percentile, pyrite_argv, steal_percent,
+    summary_ms, write_json,
     write_kb_files,
 )
 
@@ -574,6 +575,10 @@ def report(data: dict[str, Any]) -> list[tuple[str, bool]]:
                  th["texts_per_s"][v]["32"], th["over_default"][v]["32"]] for v in th["texts_per_s"]]
         print(md_table(["variant", "torch threads", "batch 1 texts/s", "vs default", "batch 32 texts/s",
                         "vs default"], rows))
+    steal = {name: data[name].get("cpu_steal_percent") for name in SECTIONS if name in data}
+    if any(v is not None for v in steal.values()):
+        print("\nCPU steal (time the host gave other tenants) per section: "
+              + ", ".join(f"{name} {v}%" for name, v in steal.items() if v is not None))
     print("\ntargets:")
     for name, met in targets:
         print(f"- {name}: {'met' if met else 'MISSED'}")
@@ -630,10 +635,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for section in SECTIONS:
             if section not in sections:
                 continue
-            t0 = time.perf_counter()
+            t0, ticks0 = time.perf_counter(), cpu_ticks()
             data[section] = {"latency": bench_latency, "throughput": bench_throughput, "queue": bench_queue,
                              "searchable": bench_searchable, "threads": bench_threads}[section](tmp, args)
             data[section]["section_seconds"] = round(time.perf_counter() - t0, 1)
+            # CPU time taken by other tenants of the host during the section: how contended the run was.
+            data[section]["cpu_steal_percent"] = steal_percent(ticks0, cpu_ticks())
             if args.json:  # partial results survive a later section's failure
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
