@@ -58,9 +58,11 @@ def test_a_worker_keeps_the_wal_short_without_automatic_checkpoints(monkeypatch:
         largest = _drain_and_watch_wal(core)
     finally:
         core.close()
-    # Without the worker's checkpoints the drain appends ~20 MB of frames; with them the log
-    # restarts after each batch, and its file stays at about one batch's frames.
-    assert largest < 1 << 20, largest
+    # Without the worker's checkpoints the drain appends ~20 MB of frames; with them the log restarts
+    # after each batch, and its file stays at about one batch's frames (~140 KB). A reader holding its
+    # snapshot through a few checkpoints (a descheduled thread on a busy machine) delays the restart by
+    # a few batches: 1.1 MB was seen in CI-like load, so the bound leaves room for that, not for growth.
+    assert largest < 4 << 20, largest
 
 
 @pytest.mark.usefixtures("pyrite_home")
