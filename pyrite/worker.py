@@ -145,6 +145,10 @@ class EmbeddingWorker:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def attach(self) -> None:
+        """From now on this process's writes only queue and wake this worker, even while it still starts."""
+        self.service.wake = self.notify
+
     def notify(self) -> None:
         """Wake the loop now (thread-safe): a write in this process queued work."""
         loop, wake = self._loop, self._wake
@@ -180,7 +184,7 @@ class EmbeddingWorker:
         inflight: dict[asyncio.Future[Any], _Runner] = {}
         beat = threading.Thread(target=self._heartbeat, name=f"pyrite-hb-{self.id}", daemon=True)
         await runners[0].submit(self._register)
-        self.service.wake = self.notify
+        self.attach()
         self.running = True
         beat.start()
         stop_wait = asyncio.ensure_future(self._wait_stop())

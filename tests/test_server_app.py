@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -761,6 +762,40 @@ def test_websocket_bad_since_is_refused(client: TestClient) -> None:
         with client.websocket_connect("/ws?since=abc") as ws:
             ws_receive(ws, timeout=2)
     assert refused.value.code == 1008
+
+
+class SlowToLoad(HashEmbedder):
+    """The hash embedder behind a model load that waits for the test's go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.embedded = 0
+
+    def load(self) -> None:
+        assert self.go.wait(30), "the test never let the model load"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return super().embed(texts)
+
+
+def test_writes_while_the_model_loads_only_queue(pyrite_home: Path) -> None:
+    settings = load_settings()
+    embedder = SlowToLoad()
+    core = Pyrite(settings, embedder=embedder)
+    try:
+        with TestClient(create_app(settings, worker=True, core=core)) as client:
+            assert client.post("/api/kbs", json={"name": "notes"}).status_code == 201
+            started = time.monotonic()
+            entry = new_entry(client, "Early", "written while the server's model still loads")
+            assert time.monotonic() - started < 5
+            assert entry["embedding_status"] == "pending" and embedder.embedded == 0
+            embedder.go.set()
+            wait_done(client, "notes", "early")
+    finally:
+        embedder.go.set()
+        core.close()
 
 
 # -- without a worker ---------------------------------------------------------------------------------------

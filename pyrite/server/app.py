@@ -125,7 +125,9 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
 
 
 async def _run_worker(worker: EmbeddingWorker) -> None:
-    # Load the model in the background so the server answers at once; the worker waits for it.
+    # Load the model in the background so the server answers at once; the worker waits for it. Writes
+    # meanwhile only queue (the worker takes them once it runs) instead of each loading the model itself.
+    worker.attach()
     try:
         await asyncio.to_thread(worker.service.embedder.load)
     except Exception as exc:
