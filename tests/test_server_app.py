@@ -4,6 +4,7 @@ timing-dependent cases (read-your-writes, failures) deterministic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -126,19 +127,26 @@ def client(pyrite_home: Path) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def controlled(pyrite_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, ControlledEmbedder]]:
-    """The app with its worker over a ControlledEmbedder; one attempt per item, so a failure is final."""
-    monkeypatch.setenv("PYRITE_EMBED_MAX_ATTEMPTS", "1")
+@contextlib.contextmanager
+def serving(embedder: HashEmbedder) -> Iterator[TestClient]:
+    """The app with its worker over this embedder, lifespan running, and a KB 'notes'."""
     settings = load_settings()
-    embedder = ControlledEmbedder()
     core = Pyrite(settings, embedder=embedder)
     try:
         with TestClient(create_app(settings, worker=True, core=core)) as c:
             assert c.post("/api/kbs", json={"name": "notes"}).status_code == 201
-            yield c, embedder
+            yield c
     finally:
         core.close()
+
+
+@pytest.fixture
+def controlled(pyrite_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, ControlledEmbedder]]:
+    """The app with its worker over a ControlledEmbedder; one attempt per item, so a failure is final."""
+    monkeypatch.setenv("PYRITE_EMBED_MAX_ATTEMPTS", "1")
+    embedder = ControlledEmbedder()
+    with serving(embedder) as c:
+        yield c, embedder
 
 
 # -- health and KBs ----------------------------------------------------------------------------------
@@ -781,12 +789,9 @@ class SlowToLoad(HashEmbedder):
 
 
 def test_writes_while_the_model_loads_only_queue(pyrite_home: Path) -> None:
-    settings = load_settings()
     embedder = SlowToLoad()
-    core = Pyrite(settings, embedder=embedder)
     try:
-        with TestClient(create_app(settings, worker=True, core=core)) as client:
-            assert client.post("/api/kbs", json={"name": "notes"}).status_code == 201
+        with serving(embedder) as client:
             started = time.monotonic()
             entry = new_entry(client, "Early", "written while the server's model still loads")
             assert time.monotonic() - started < 5
@@ -794,8 +799,7 @@ def test_writes_while_the_model_loads_only_queue(pyrite_home: Path) -> None:
             embedder.go.set()
             wait_done(client, "notes", "early")
     finally:
-        embedder.go.set()
-        core.close()
+        embedder.go.set()  # never leave the worker's load waiting
 
 
 # -- without a worker ---------------------------------------------------------------------------------------
