@@ -249,13 +249,13 @@ class KBService:
     def _create(self, entry: Entry, slug: str, embed: bool) -> Entry:
         # The file is written and its fsync started before the lock. Everything else the write does runs
         # while it flushes, and the file is linked into place once it is on disk, just before COMMIT.
-        folder = self._folders.get(entry.kb) or Path(self.get_kb(entry.kb).path)
+        folder = self._folders.get(entry.kb) or self._folder(entry.kb)
         data = self._render(entry)
         staged = files.stage(folder, data)
         installed: Path | None = None
         try:
             with self.db.write() as conn:
-                actual = self._folder_in(conn, entry.kb)
+                actual = self._folder(entry.kb)  # the thread's connection: read in this transaction
                 for n in range(1, 10_000):
                     candidate = with_suffix(slug, n)
                     if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?",
@@ -547,20 +547,20 @@ class KBService:
 
     def _finish(self, entry: Entry, rowid: int, embed: bool, embed_here: bool) -> Entry:
         """After the commit: hand the entry to the embedding pipeline; return it as indexed."""
-        if embed and self.hooks is not None and self.model_id and self.hooks.after_write([rowid], embed_here):
+        if embed and self.hooks is not None and self.hooks.after_write([rowid], embed_here):
             return self.get_entry(entry.kb, entry.id)  # embedded just now: its status moved on
         return entry
 
     def _render(self, entry: Entry) -> bytes:
         return files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
 
-    def _folder_in(self, conn: Any, kb: str) -> Path:
-        """The KB's folder as the write's transaction sees it (and remembered); NotFoundError if it is gone."""
-        row = conn.execute("SELECT path FROM kbs WHERE name = ?", (kb,)).fetchone()
-        if row is None:
+    def _folder(self, kb: str) -> Path:
+        """The KB's folder, read now (inside a write's transaction: as that sees it) and remembered."""
+        try:
+            folder = self._folders[kb] = Path(self.get_kb(kb).path)
+        except NotFoundError:
             self._folders.pop(kb, None)
-            raise NotFoundError(f"no KB named {kb!r} (see `pyrite kb list`)")
-        folder = self._folders[kb] = Path(row[0])
+            raise
         return folder
 
     def _delete_rows(self, conn: Any, kb: str, entry_ids: Sequence[str]) -> None:
