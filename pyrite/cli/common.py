@@ -75,9 +75,9 @@ def format_option(fn: F) -> F:
                         show_default=True, help="Output format.")(fn)
 
 
-def emit_json(data: Any) -> None:
-    """Print data as JSON on stdout."""
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+def emit_json(data: Any, *, line: bool = False) -> None:
+    """Print data as JSON on stdout; line: on one line (a stream of them is JSON Lines)."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=None if line else 2, default=str))
 
 
 def warn(message: str) -> None:

@@ -174,7 +174,7 @@ def _status(core: Any, kb: str | None, fmt: str, watch: bool) -> None:
         while True:
             info = core.embedding.status(kb)
             if fmt == "json":
-                emit_json(info)
+                emit_json(info, line=watch)  # --watch: one report a line, for a program to follow
             else:
                 if watch:
                     click.clear()
