@@ -1,5 +1,6 @@
 """Issue points the other suites leave implicit: settings precedence, provider none, --no-embed and a
-foreground embed, a model change with --force, --status --watch, event pruning, and a second signal."""
+foreground embed, a model change with --force, --status --watch, event pruning, a second signal, and search
+results that say which entries are not embedded yet."""
 
 from __future__ import annotations
 
@@ -165,3 +166,20 @@ def test_a_second_signal_exits_at_once(pyrite_home: Path, tmp_path: Path, monkey
     assert rc == 1 and "Exiting now" in log and "Traceback" not in log, log[-2000:]
     # The items in hand keep their lease and become claimable once it expires; nothing was lost.
     assert set(statuses(pyrite_home).values()) == {"processing"}
+
+
+def test_search_marks_entries_not_yet_embedded_and_counts_them(pyrite_home: Path) -> None:
+    cli_json("kb", "create", "notes")
+    cli_json("create", "--kb", "notes", "--title", "Kelp forests", "--body", "otters and urchins", "--no-embed")
+    first = cli_json("search", "otters", "--kb", "notes")
+    assert first["mode"] == "keyword"  # the default: hybrid only once vectors exist
+    assert first["pending"] == 1 and first["results"][0]["embedding_status"] == "pending"
+    cli_json("create", "--kb", "notes", "--title", "Sea otters", "--body", "they float on their backs")
+    hybrid = cli_json("search", "otters", "--kb", "notes")
+    assert hybrid["mode"] == "hybrid" and hybrid["pending"] == 1
+    assert any("not embedded yet" in note for note in hybrid["notes"]), hybrid
+    by_id = {r["id"]: r for r in hybrid["results"]}
+    assert by_id["kelp-forests"]["embedding_status"] == "pending" and "embedding_status" not in by_id["sea-otters"]
+    cli_json("index", "embed", "--kb", "notes")
+    after = cli_json("search", "otters", "--kb", "notes")
+    assert after["pending"] == 0 and all("embedding_status" not in r for r in after["results"])
