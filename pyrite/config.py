@@ -39,6 +39,24 @@ def _optional_int(value: Any) -> int | None:
     return None if value in (None, "") else _positive_int(value)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A list from YAML, or a comma-separated string from the environment."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        if any(ch.isspace() or not ch.isprintable() for ch in name):
+            raise ValueError(f"{name!r} has spaces or control characters")
+    return names
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    names = _names(value)
+    for name in names:
+        if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
+            raise ValueError(f"{name!r}: a wildcard must be '*' or lead like '*.example.com'")
+    return tuple(name.lower() for name in names)
+
+
 def _provider(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in PROVIDERS:
@@ -87,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
+    Setting("allowed_hosts", "PYRITE_ALLOWED_HOSTS", (), _hosts,
+            "Host names the server answers besides loopback ones (comma-separated; '*.example.com' wildcards)"),
+    Setting("allowed_origins", "PYRITE_ALLOWED_ORIGINS", (), _names,
+            "web origins (scheme://host[:port]) whose pages may call the server, besides its own"),
     Setting("api_token", "PYRITE_API_TOKEN", None, lambda v: str(v) if v else None,
             "bearer token the server requires when not on loopback", secret=True),
 )
@@ -112,6 +134,8 @@ class Settings:
     embed_concurrency: int | None = None
     vector_index_min: int = 20_000
     max_body_bytes: int = 10 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     api_token: str | None = field(default=None, repr=False)
 
     @property
@@ -214,6 +238,6 @@ def write_default_config(path: Path) -> bool:
     lines = ["# pyrite settings: flag > environment > this file > default.", ""]
     for s in SETTINGS:
         lines.append(f"# {s.help} (env {s.env})")
-        lines.append(f"# {s.key}: {'' if s.default is None else s.default}")
+        lines.append(f"# {s.key}: {'' if s.default in (None, ()) else s.default}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return True

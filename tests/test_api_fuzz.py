@@ -47,7 +47,8 @@ def _make_app() -> Any:
     (schemathesis.pytest.from_fixture would defer this to a fixture, but with pytest 9 it fails on
     `request.node._nodeid`.)"""
     home = Path(tempfile.mkdtemp(prefix="pyrite-fuzz-"))
-    settings = dataclasses.replace(load_settings(home, embed_provider="hash"), api_token=None,
+    # schemathesis calls an ASGI app as Host "testserver": a configured host, as a user would add one.
+    settings = dataclasses.replace(load_settings(home, embed_provider="hash"), api_token=None, allowed_hosts=("testserver",),
                                    embed_model=None, embed_dimensions=None)
     core = Pyrite(settings)
     try:
@@ -144,7 +145,7 @@ segments = (st.lists(segment_pieces, min_size=1, max_size=4).map("".join)
 
 @pytest.fixture
 def fuzz_client(pyrite_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(load_settings(), worker=True), raise_server_exceptions=False) as c:
+    with TestClient(create_app(load_settings(), worker=True), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         assert c.post("/api/kbs", json={"name": "notes"}).status_code == 201
         assert c.post("/api/entries", json={"kb": "notes", "title": "Seed entry", "body": "text"}).status_code == 201
         yield c

@@ -340,7 +340,7 @@ def test_kb_remove_keeps_files(core: Pyrite) -> None:
 def test_create_kb_default_and_custom_folder(core: Pyrite, tmp_path: Path) -> None:
     assert folder_of(core) == core.settings.kbs_dir / "notes"
     custom = tmp_path / "my" / "kb folder"
-    kb = core.kbs.create_kb("custom", custom)
+    kb = core.kbs.create_kb("custom", custom, create=True)
     assert Path(kb.path) == custom.resolve() and custom.is_dir()
     names = [k.name for k in core.kbs.list_kbs()]
     assert names == ["custom", "notes"]

@@ -26,6 +26,8 @@ from pyrite.models import EMBED_STATUSES
 from pyrite.server.app import ROUTES, create_app
 
 HASH_MODEL = "hash:hash-384"
+LOOPBACK = "http://127.0.0.1"  # the Host the server answers without configuration
+WS = "ws://127.0.0.1"  # TestClient.websocket_connect joins relative URLs onto ws://testserver
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def new_entry(client: TestClient, title: str, body: str = "", kb: str = "notes",
 @pytest.fixture
 def client(pyrite_home: Path) -> Iterator[TestClient]:
     """The app with its worker, lifespan running, and a KB 'notes'."""
-    with TestClient(create_app(load_settings(), worker=True)) as c:
+    with TestClient(create_app(load_settings(), worker=True), base_url=LOOPBACK) as c:
         assert c.post("/api/kbs", json={"name": "notes"}).status_code == 201
         yield c
 
@@ -133,7 +135,7 @@ def serving(embedder: HashEmbedder) -> Iterator[TestClient]:
     settings = load_settings()
     core = Pyrite(settings, embedder=embedder)
     try:
-        with TestClient(create_app(settings, worker=True, core=core)) as c:
+        with TestClient(create_app(settings, worker=True, core=core), base_url=LOOPBACK) as c:
             assert c.post("/api/kbs", json={"name": "notes"}).status_code == 201
             yield c
     finally:
@@ -168,7 +170,7 @@ def test_health_reports_running_worker_and_model(client: TestClient) -> None:
 
 
 def test_health_without_worker(pyrite_home: Path) -> None:
-    with TestClient(create_app(load_settings(), worker=False)) as c:
+    with TestClient(create_app(load_settings(), worker=False), base_url=LOOPBACK) as c:
         body = c.get("/api/health").json()
     assert body["worker"]["running"] is False
     assert body["worker"]["id"] is None
@@ -177,7 +179,7 @@ def test_health_without_worker(pyrite_home: Path) -> None:
 
 def test_kb_create_list_and_conflict(client: TestClient, tmp_path: Path) -> None:
     folder = tmp_path / "elsewhere"
-    r = client.post("/api/kbs", json={"name": "work_2", "path": str(folder)})
+    r = client.post("/api/kbs", json={"name": "work_2", "path": str(folder), "create": True})
     assert r.status_code == 201, r.text
     kb = r.json()
     assert kb["name"] == "work_2" and Path(kb["path"]) == folder.resolve() and folder.is_dir()
@@ -615,7 +617,7 @@ def test_invalid_kb_in_path_is_400(client: TestClient) -> None:
 
 def test_body_over_limit_is_413(pyrite_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYRITE_MAX_BODY", "1000")
-    with TestClient(create_app(load_settings())) as client:
+    with TestClient(create_app(load_settings()), base_url=LOOPBACK) as client:
         assert client.post("/api/kbs", json={"name": "notes"}).status_code == 201
         big = {"kb": "notes", "title": "big", "body": "x" * 2000}
         assert "1000" in assert_error(client.post("/api/entries", json=big), 413)
@@ -668,7 +670,7 @@ def test_openapi_lists_exactly_the_routes(client: TestClient) -> None:
 
 def test_token_required_when_set(pyrite_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYRITE_API_TOKEN", "s3cret-token")
-    with TestClient(create_app(load_settings())) as client:
+    with TestClient(create_app(load_settings()), base_url=LOOPBACK) as client:
         for method, path, body in [("GET", "/api/health", None), ("GET", "/api/kbs", None),
                                    ("POST", "/api/kbs", {"name": "notes"}), ("GET", "/api/openapi.json", None),
                                    ("GET", "/api/search?q=x", None), ("GET", "/api/index/embed-status", None)]:
@@ -685,13 +687,13 @@ def test_token_required_when_set(pyrite_home: Path, monkeypatch: pytest.MonkeyPa
         assert [k["name"] for k in client.get("/api/kbs", headers=good).json()["kbs"]] == ["notes"]
 
         with pytest.raises(WebSocketDisconnect) as refused:
-            with client.websocket_connect("/ws") as ws:
+            with client.websocket_connect(f"{WS}/ws") as ws:
                 ws_receive(ws, timeout=2)
         assert refused.value.code == 4401
         with pytest.raises(WebSocketDisconnect):
-            with client.websocket_connect("/ws", headers={"Authorization": "Bearer wrong"}) as ws:
+            with client.websocket_connect(f"{WS}/ws", headers={"Authorization": "Bearer wrong"}) as ws:
                 ws_receive(ws, timeout=2)
-        with client.websocket_connect("/ws", headers=good) as ws:
+        with client.websocket_connect(f"{WS}/ws", headers=good) as ws:
             assert client.post("/api/entries", json={"kb": "notes", "title": "Authed"}, headers=good).status_code == 201
             assert ws_receive(ws)["type"] == "entry_created"
 
@@ -710,7 +712,7 @@ def test_websocket_pushes_created_and_embed_complete(client: TestClient) -> None
     # Let the server's event tail see those events, so they count as "before connecting".
     hub = client.app.state.hub  # type: ignore[attr-defined]
     wait_until(lambda: hub.last_id >= 2, what="the event tail to catch up")
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(f"{WS}/ws") as ws:
         new_entry(client, "After connecting", "live event")
         events = ws_collect(ws, lambda ev: any(e["type"] == "embed_complete" for e in ev))
     # Only events after connecting (no since): nothing about the first entry.
@@ -727,7 +729,7 @@ def test_websocket_pushes_created_and_embed_complete(client: TestClient) -> None
 def test_websocket_pushes_update_delete_and_failure(controlled: tuple[TestClient, ControlledEmbedder]) -> None:
     client, embedder = controlled
     embedder.poison = {"POISON"}
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(f"{WS}/ws") as ws:
         new_entry(client, "Doomed", "fine at first")
         ws_collect(ws, lambda ev: any(e["type"] == "embed_complete" for e in ev))
         assert client.patch("/api/entries/notes/doomed", json={"body": "now POISON"}).status_code == 200
@@ -741,11 +743,11 @@ def test_websocket_pushes_update_delete_and_failure(controlled: tuple[TestClient
 
 
 def test_websocket_since_replays_in_order(pyrite_home: Path) -> None:
-    with TestClient(create_app(load_settings(), worker=False)) as client:
+    with TestClient(create_app(load_settings(), worker=False), base_url=LOOPBACK) as client:
         client.post("/api/kbs", json={"name": "notes"})
         for title in ("First", "Second", "Third"):
             assert new_entry(client, title)["embedding_status"] == "done"
-        with client.websocket_connect("/ws?since=0") as ws:
+        with client.websocket_connect(f"{WS}/ws?since=0") as ws:
             events = [ws_receive(ws) for _ in range(6)]
             assert [(e["type"], e["entry_id"]) for e in events] == [
                 ("entry_created", "first"), ("embed_complete", "first"),
@@ -759,7 +761,7 @@ def test_websocket_since_replays_in_order(pyrite_home: Path) -> None:
             live = ws_receive(ws)
             assert (live["type"], live["entry_id"]) == ("entry_created", "fourth") and live["id"] > ids[-1]
         # Resuming from an id replays only what came after it.
-        with client.websocket_connect(f"/ws?since={ids[3]}") as ws:
+        with client.websocket_connect(f"{WS}/ws?since={ids[3]}") as ws:
             resumed = [ws_receive(ws) for _ in range(4)]
         assert [e["id"] for e in resumed] == ids[4:] + [live["id"], live["id"] + 1]
         assert [e["entry_id"] for e in resumed] == ["third", "third", "fourth", "fourth"]
@@ -767,7 +769,7 @@ def test_websocket_since_replays_in_order(pyrite_home: Path) -> None:
 
 def test_websocket_bad_since_is_refused(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect) as refused:
-        with client.websocket_connect("/ws?since=abc") as ws:
+        with client.websocket_connect(f"{WS}/ws?since=abc") as ws:
             ws_receive(ws, timeout=2)
     assert refused.value.code == 1008
 
@@ -806,7 +808,7 @@ def test_writes_while_the_model_loads_only_queue(pyrite_home: Path) -> None:
 
 
 def test_without_worker_post_embeds_synchronously(pyrite_home: Path) -> None:
-    with TestClient(create_app(load_settings(), worker=False)) as client:
+    with TestClient(create_app(load_settings(), worker=False), base_url=LOOPBACK) as client:
         assert client.post("/api/kbs", json={"name": "notes"}).status_code == 201
         entry = new_entry(client, "Synchronous", "embedded before the answer")
         assert entry["embedding_status"] == "done"

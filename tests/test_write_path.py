@@ -132,7 +132,7 @@ def test_a_kb_moved_by_another_process_is_written_where_it_now_is(core: Pyrite, 
     other = Pyrite(load_settings())  # another process's view of the same home
     try:
         other.kbs.remove_kb("notes")
-        other.kbs.create_kb("notes", tmp_path / "moved")
+        other.kbs.create_kb("notes", tmp_path / "moved", create=True)
     finally:
         other.close()
     entry = core.kbs.create_entry("notes", "Second", "goes to the new folder")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings
@@ -39,12 +41,15 @@ def kb() -> None:
 @click.argument("name")
 @click.option("--path", "path", default=None, type=click.Path(file_okay=False),
               help="Folder of the KB (default $PYRITE_HOME/kbs/NAME); existing files are indexed.")
+@click.option("--create", "make", is_flag=True, help="Create the --path folder if it does not exist.")
 @format_option
 @click.pass_context
-def kb_create(ctx: click.Context, name: str, path: str | None, fmt: str) -> None:
+def kb_create(ctx: click.Context, name: str, path: str | None, make: bool, fmt: str) -> None:
     """Register a KB named NAME (letters, digits, '-', '_') and index any markdown already in it."""
     core = get_core(ctx)
-    created = core.kbs.create_kb(name, path)
+    # A path typed on the command line is relative to where it was typed; the core takes absolute ones.
+    folder = None if path is None else os.path.abspath(os.path.expanduser(path))
+    created = core.kbs.create_kb(name, folder, create=make)
     report = core.kbs.build(name)
     created.entries = report.added
     if fmt == "json":

@@ -50,6 +50,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _served_hosts(host: str, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The Host names to answer: the configured ones, plus the address served on unless it is a wildcard."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        if not configured:
+            click.echo(f"note: on {host or 'all addresses'} only loopback names are answered; set "
+                       "PYRITE_ALLOWED_HOSTS to the names clients use (e.g. myhost.lan)", err=True)
+        return configured
+    name = f"[{host.strip('[]')}]" if ":" in host else host
+    return (*configured, name.lower())
+
+
 def _server_class() -> type:
     import uvicorn
 
@@ -79,6 +90,7 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
         raise click.ClickException(
             f"refusing to listen on {host} without a token: set PYRITE_API_TOKEN (clients then send "
             "'Authorization: Bearer <token>'), or serve on 127.0.0.1")
+    settings = settings.with_overrides(allowed_hosts=_served_hosts(host, settings.allowed_hosts))
     import uvicorn
 
     from pyrite.server.app import create_app

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -21,7 +22,7 @@ from pyrite.errors import ConfigError, ConflictError, EmbeddingError, NotFoundEr
 from pyrite.server import routes
 from pyrite.server.hub import EventHub
 from pyrite.server.inputs import InputError
-from pyrite.server.middleware import BodyLimit, TokenAuth
+from pyrite.server.middleware import BodyLimit, HostCheck, JSONOnly, SameOrigin, TokenAuth
 from pyrite.server.openapi import openapi_document
 from pyrite.worker import EmbeddingWorker
 
@@ -114,8 +115,16 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
             if owned:
                 await run_in_threadpool(app.state.core.close)
 
-    middleware = [Middleware(TokenAuth, token=settings.api_token),
-                  Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
+    # Outermost first: who may ask at all (host, web page), then who they are, then what they send.
+    middleware = [Middleware(HostCheck, allowed_hosts=settings.allowed_hosts),
+                  Middleware(SameOrigin, allowed_origins=settings.allowed_origins)]
+    if settings.allowed_origins:  # their pages need CORS answers, preflights included, before the token check
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins),
+                                     allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                                     allow_headers=["Authorization", "Content-Type"]))
+    middleware += [Middleware(TokenAuth, token=settings.api_token),
+                   Middleware(JSONOnly),
+                   Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
     return Starlette(
         routes=ROUTES,
         middleware=middleware,

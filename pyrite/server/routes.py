@@ -66,8 +66,10 @@ async def list_kbs(request: Request) -> JSONResponse:
 
 
 async def create_kb(request: Request) -> JSONResponse:
-    data = await json_object(request, {"name": (str,), "path": (str, type(None))}, required=("name",))
-    kb = await _call(request, _core(request).kbs.create_kb, data["name"], data.get("path"))
+    data = await json_object(request, {"name": (str,), "path": (str, type(None)), "create": (bool, type(None))},
+                             required=("name",))
+    kb = await _call(request, _core(request).kbs.create_kb, data["name"], data.get("path"),
+                     create=bool(data.get("create")))
     return JSONResponse(kb.to_dict(), status_code=201)
 
 

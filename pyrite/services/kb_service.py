@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from pyrite.config import Settings
 from pyrite.errors import ConflictError, NotFoundError, ValidationError
+from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
 from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
 from pyrite.storage import events, files, queue, vectors
@@ -173,23 +174,19 @@ class KBService:
 
     # -- KBs ---------------------------------------------------------------
 
-    def create_kb(self, name: str, path: str | Path | None = None) -> KB:
-        """Register a KB folder (created if missing, default $PYRITE_HOME/kbs/NAME); files are never touched."""
+    def create_kb(self, name: str, path: str | Path | None = None, *, create: bool = False) -> KB:
+        """Register a KB folder (default $PYRITE_HOME/kbs/NAME, made if missing); files are never touched.
+
+        A given path must be absolute and an existing folder, or is made when create is set; see
+        kb_folders.check_kb_folder for the folders that may never be a KB.
+        """
         check_kb_name(name)
-        if path is not None and (not str(path).strip() or "\x00" in str(path)):
-            raise ValidationError("KB path must be a non-empty folder path")
-        try:
-            folder = Path(path).expanduser().resolve() if path is not None else self.settings.kbs_dir / name
-        except (UnicodeError, OSError, ValueError, RuntimeError) as exc:
-            raise ValidationError(f"KB path {str(path)!r} is not a usable folder path ({exc})") from None
-        if folder.exists() and not folder.is_dir():
-            raise ValidationError(f"{folder} exists and is not a folder")
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
                 raise ConflictError(f"KB {name!r} exists already")
-            other = conn.execute("SELECT name FROM kbs WHERE path = ?", (str(folder),)).fetchone()
-            if other:
-                raise ConflictError(f"{folder} is already the folder of KB {other[0]!r}")
+            others = [(r[0], r[1]) for r in conn.execute("SELECT name, path FROM kbs")]
+            folder = check_kb_folder(self.settings.kbs_dir / name if path is None else path,
+                                     home=self.settings.home, others=others, create=create or path is None)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
