@@ -538,6 +538,9 @@ class EmbeddingService:
                 for r in self.db.query(sql, params)]
 
     def embed_query(self, text: str) -> np.ndarray:
-        """The query's vector in the configured model's space."""
-        vecs = self._embed_texts([text])
-        return vecs[0]
+        """The query's vector in the configured model's space; EmbeddingError (redacted) if the provider fails."""
+        try:
+            return self._embed_texts([text])[0]
+        except EmbeddingError as exc:
+            exc.args = (self.redact(str(exc)),)
+            raise
