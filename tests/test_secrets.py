@@ -120,8 +120,8 @@ FAULTS = ["401-echo", "500-echo", "proxy-echoes-header", "refused", "timeout", "
           "crlf-key-raw", "non-ascii-key-raw"]
 
 
-def _arrange(fault: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bool]:
-    """Set the fake and the environment up for fault; return (the key the process holds, whether it pauses)."""
+def _arrange(fault: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> tuple[str | None, bool]:
+    """Set the fake and the environment up for fault; return (a key to hold past the settings, whether it pauses)."""
     monkeypatch.setenv("PYRITE_EMBED_PROVIDER", "openai")
     monkeypatch.setenv("PYRITE_EMBED_URL", fake.url)
     monkeypatch.setenv("PYRITE_EMBED_API_KEY", KEY)
@@ -132,7 +132,7 @@ def _arrange(fault: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) ->
     fake.echo_key = True
     if fault == "401-echo":
         fake.required_key = "sk-the-right-one-0000000000"
-        return KEY, True
+        return None, True
     if fault == "500-echo":
         fake.fail_all = (500, "upstream exploded")
     elif fault == "proxy-echoes-header":
@@ -150,7 +150,7 @@ def _arrange(fault: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) ->
         return KEY + "\r\n", True
     elif fault == "non-ascii-key-raw":
         return NON_ASCII_KEY, True
-    return KEY, False
+    return None, False
 
 
 @pytest.fixture
@@ -158,10 +158,11 @@ def app_for(monkeypatch: pytest.MonkeyPatch, fake_provider: FakeProvider) -> Ite
     opened: list[Any] = []
 
     def open_app(fault: str) -> tuple[TestClient, Pyrite, str, bool]:
-        key, pauses = _arrange(fault, fake_provider, monkeypatch)
+        raw_key, pauses = _arrange(fault, fake_provider, monkeypatch)
         settings = load_settings()
-        if key != settings.embed_api_key:
-            settings = dataclasses.replace(settings, embed_api_key=key)
+        if raw_key is not None:
+            settings = dataclasses.replace(settings, embed_api_key=raw_key)
+        key = NON_ASCII_KEY if fault == "non-ascii-key-raw" else KEY
         core = Pyrite(settings)
         client = TestClient(create_app(settings, worker=True, core=core), base_url="http://127.0.0.1",
                             headers={"Authorization": f"Bearer {TOKEN}"})
