@@ -10,6 +10,7 @@ from typing import Any, Callable
 import yaml
 
 from pyrite.errors import ConfigError
+from pyrite.secrets import check_secret
 
 PROVIDERS = ("local", "openai", "gemini", "hash", "none")
 DEFAULT_MODELS = {
@@ -83,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
             "embedding model (default: the provider's)"),
     Setting("embed_url", "PYRITE_EMBED_URL", None, lambda v: str(v).rstrip("/") if v else None,
             "base URL of a remote provider (default: the provider's)"),
-    Setting("embed_api_key", "PYRITE_EMBED_API_KEY", None, lambda v: str(v) if v else None,
+    Setting("embed_api_key", "PYRITE_EMBED_API_KEY", None, check_secret,
             "API key of a remote provider", secret=True),
     Setting("embed_dimensions", "PYRITE_EMBED_DIMENSIONS", None, _optional_int,
             "vector size to ask a remote provider for (default: the model's)"),
@@ -109,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Host names the server answers besides loopback ones (comma-separated; '*.example.com' wildcards)"),
     Setting("allowed_origins", "PYRITE_ALLOWED_ORIGINS", (), _names,
             "web origins (scheme://host[:port]) whose pages may call the server, besides its own"),
-    Setting("api_token", "PYRITE_API_TOKEN", None, lambda v: str(v) if v else None,
+    Setting("api_token", "PYRITE_API_TOKEN", None, check_secret,
             "bearer token the server requires when not on loopback", secret=True),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -7,6 +7,7 @@ import logging
 import queue as thread_queue
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from pyrite.errors import EmbeddingError
@@ -109,13 +110,13 @@ class EmbeddingWorker:
         try:
             result = self.service.process(items, now=now, then_claim=then)
         except EmbeddingError as exc:  # provider misconfigured: items were handed back untouched
-            self.last_error = str(exc)
+            self.last_error = self.service.redact(str(exc))
             self._misconfigured = True
             self.paused_until = t + MISCONFIGURED_PAUSE_S
             self._release_ahead(now)
-            log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, exc)
+            log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, self.last_error)
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
-                               errors=[str(exc)])
+                               errors=[self.last_error])
         if result.next_claims:
             with self._ahead_lock:
                 self._ahead.append(result.next_claims)
@@ -124,7 +125,9 @@ class EmbeddingWorker:
             self.paused_until = (time.time() if now is None else t) + result.paused_for
             self._release_ahead(now)  # another worker may take them meanwhile
         if result.errors:
-            self.last_error = result.errors[-1]
+            self.last_error = self.service.redact(result.errors[-1])
+        elif result.done:
+            self.last_error = None  # the provider works again: an old error would mislead
         self.totals.add(result)
         # The worker keeps the WAL short, between its own batches (the writers of a server are spared that cost).
         self.service.db.checkpoint_if_due()
@@ -213,8 +216,9 @@ class EmbeddingWorker:
                     try:
                         result = future.result()
                     except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
-                        log.exception("embedding batch failed")
-                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        self.last_error = self.service.redact(f"{type(exc).__name__}: {exc}")
+                        log.error("embedding batch failed: %s",
+                                  self.service.redact("".join(traceback.format_exception(exc))))
                         idle = True
                         continue
                     if result.claimed == 0:

@@ -19,6 +19,7 @@ predicts them). Every switch is a plain attribute, settable from a test at any t
     forbid_all             403 on every request
     auth_status            status when the key is wrong (401 or 403)
     echo_key               error messages quote the key the client sent (to test redaction)
+    echo_auth_answer       answer 200 with the auth header sent as each `embedding` (a broken proxy)
     message_padding        text put in front of every error message (long messages get cut)
     models                 known model names; others get `model_status` with `model_message`
     drop_one               answer one vector fewer than inputs
@@ -89,6 +90,7 @@ class FakeProvider:
     forbid_all: bool = False
     auth_status: int = 401
     echo_key: bool = False
+    echo_auth_answer: bool = False
     message_padding: str = ""
     models: set[str] | None = None
     model_status: int = 404
@@ -263,6 +265,11 @@ class FakeProvider:
                 return self._error(handler, req, 400,
                                    f"input {i} rejected ({self.bad_marker}): {text[:40]!r}{quoted}")
 
+        if self.echo_auth_answer:
+            sent = req.headers.get("authorization") or req.headers.get("x-goog-api-key") or ""
+            answer = ({"data": [{"index": i, "embedding": sent} for i in range(len(req.inputs))]} if req.api == "openai"
+                      else {"embeddings": [{"values": sent} for _ in req.inputs]})
+            return self._send(handler, req, 200, answer)
         dim = self.answer_dimension or (req.dimensions if self.honour_dimensions and req.dimensions else None) \
             or self.dimension
         vectors = []

@@ -205,4 +205,11 @@ def _print_status(info: dict[str, Any]) -> None:
     if info["stale_models"]:
         click.echo(f"vectors of other models: {info['stale_models']} (run `pyrite index embed --force`)")
     if info["last_error"]:
-        click.echo(f"last error: {info['last_error']}")
+        when = _clock(info["last_error_at"])
+        if info["last_error_before_success"]:
+            when += f", before the last success at {_clock(info['last_success_at'])}"
+        click.echo(f"last error ({when}): {info['last_error']}")
+
+
+def _clock(t: float | None) -> str:
+    return "time unknown" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

@@ -149,7 +149,7 @@ def embedders_test(ctx: click.Context, fmt: str) -> None:
         click.echo(f"ok: {info['provider']} {info['model']}, dimension {info['dimension']}, "
                    f"{info['seconds']:.3f}s" + (f" ({info['url']})" if info.get("url") else ""))
     else:
-        click.echo(f"Error: {info['provider']} {info['model']}: {info['error']}", err=True)
+        click.echo(f"Error: {info['error']}", err=True)  # the error already names provider and model
     if not info["ok"]:
         ctx.exit(1)
 

@@ -64,6 +64,7 @@ class Embedder(ABC):
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (rows of zeros stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (vectors / norms).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows stay non-finite; check_vectors refuses them
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return (vectors / norms).astype(np.float32)

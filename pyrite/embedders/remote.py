@@ -14,6 +14,7 @@ import numpy as np
 
 from pyrite.embedders.base import Embedder, normalize
 from pyrite.errors import EmbeddingError
+from pyrite.secrets import redact
 
 RETRY_AFTER_MAX_S = 300.0
 RETRY_AFTER_DEFAULT_S = 5.0
@@ -136,47 +137,56 @@ class RemoteEmbedder(Embedder):
             out.append(current)
         return out
 
-    def redact(self, message: str) -> str:
-        """message with the API key replaced by ***."""
-        if self.api_key:
-            message = message.replace(self.api_key, "***")
-        return message
+    def redact(self, message: str, headers: dict[str, str] | None = None) -> str:
+        """message with the API key (in any form) and the auth header values sent masked: the one redaction."""
+        return redact(message, [self.api_key, *(headers or {}).values()])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         parts = [self._post(batch) for batch in self.batches(texts)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _post(self, texts: list[str]) -> np.ndarray:
+        """One request; every failure becomes an EmbeddingError whose message has passed redact."""
         url, headers, body = self.request(texts)
-        client = shared_client(self.url, self.timeout)
+        try:
+            return self._send(url, headers, body, len(texts))
+        except EmbeddingError as exc:
+            exc.args = (self.redact(str(exc), headers),)
+            raise
+
+    def _send(self, url: str, headers: dict[str, str], body: dict[str, Any], count: int) -> np.ndarray:
         where = f"{self.provider} {self.model}"
+        bad = _bad_header(headers)
+        if bad is not None:
+            raise EmbeddingError(f"{where}: the {bad} header cannot carry the API key: it must be printable ASCII "
+                                 "without spaces (check PYRITE_EMBED_API_KEY)", misconfigured=True, retryable=False)
+        client = shared_client(self.url, self.timeout)
         try:
             response = client.post(url, headers=headers, json=body)
         except httpx.TimeoutException as exc:
-            raise EmbeddingError(self.redact(f"{where}: timed out after {self.timeout:g}s ({type(exc).__name__})")) from None
+            raise EmbeddingError(f"{where}: timed out after {self.timeout:g}s ({type(exc).__name__})") from None
+        except (UnicodeError, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+            # A request we cannot even send (a header or URL that HTTP cannot carry): retrying never helps.
+            raise EmbeddingError(f"{where}: cannot send the request: {type(exc).__name__}: {exc} "
+                                 "(check PYRITE_EMBED_API_KEY and PYRITE_EMBED_URL)",
+                                 misconfigured=True, retryable=False) from None
         except httpx.HTTPError as exc:
-            raise EmbeddingError(self.redact(f"{where}: connection failed: {type(exc).__name__}: {exc}")) from None
+            raise EmbeddingError(f"{where}: connection failed: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
-            raise self._http_error(response, where)
+            raise self._http_error(response, where, headers)
         try:
             answer = response.json()
-            raw = self.vectors(answer, len(texts))
-            arr = np.asarray(raw, dtype=np.float64)
+            arr = np.asarray(self.vectors(answer, count), dtype=np.float64)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise EmbeddingError(f"{where}: unreadable answer ({type(exc).__name__}: {str(exc)[:200]})") from None
-        if arr.ndim != 2 or arr.shape[0] != len(texts):
-            raise EmbeddingError(f"{where}: answer has {arr.shape[0] if arr.ndim else 0} vectors for {len(texts)} inputs")
-        if self.dimension is not None and arr.shape[1] != self.dimension:
-            raise EmbeddingError(f"{where}: answer has vectors of dimension {arr.shape[1]}, expected {self.dimension}")
-        if not np.isfinite(arr).all():
-            raise EmbeddingError(f"{where}: answer has NaN or infinite values", per_input=True)
-        if self.dimension is None:
-            self.dimension = int(arr.shape[1])  # learned from the first answer
-        return normalize(arr.astype(np.float32))
+            # Redact before the cut: a cut must not leave a piece of a key the answer quoted.
+            detail = self.redact(str(exc), headers)[:200]
+            raise EmbeddingError(f"{where}: unreadable answer ({type(exc).__name__}: {detail})") from None
+        # Count, dimension and finiteness are checked once, by the service (vectors.check_vectors), before storing.
+        return normalize(arr) if arr.ndim == 2 else arr
 
-    def _http_error(self, response: httpx.Response, where: str) -> EmbeddingError:
+    def _http_error(self, response: httpx.Response, where: str, headers: dict[str, str]) -> EmbeddingError:
         status = response.status_code
-        detail = _error_text(response, self.redact)
+        detail = _error_text(response, lambda text: self.redact(text, headers))
         message = f"{where}: HTTP {status}: {detail}"
         if status == 429:
             return EmbeddingError(message, retry_after=parse_retry_after(response.headers.get("retry-after")))
@@ -188,6 +198,14 @@ class RemoteEmbedder(Embedder):
         if status in (400, 413, 422):
             return EmbeddingError(message, per_input=True, retryable=False)
         return EmbeddingError(message)
+
+
+def _bad_header(headers: dict[str, str]) -> str | None:
+    """The name of the first header whose value HTTP cannot carry (non-ASCII, control characters), or None."""
+    for name, value in headers.items():
+        if not value.isascii() or any(not c.isprintable() for c in value):
+            return name
+    return None
 
 
 def _error_text(response: httpx.Response, redact: Callable[[str], str]) -> str:

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ from pyrite.config import Settings
 from pyrite.embedders import Embedder, create_embedder
 from pyrite.errors import ConfigError, EmbeddingError
 from pyrite.models import embed_text
+from pyrite.secrets import redact
 from pyrite.services.vector_index import VectorIndex
 from pyrite.storage import events, files, queue, vectors, workers
 from pyrite.storage.db import Database
@@ -121,6 +123,10 @@ class EmbeddingService:
         log.info("embedding settings changed; now using %s", fresh.model_id)
         return True
 
+    def redact(self, message: str) -> str:
+        """message with this process's secrets masked; every error is recorded or logged through it."""
+        return redact(message, [self.settings.embed_api_key, self.settings.api_token])
+
     def loaded(self) -> bool:
         """True once the embedder exists in this process (the model is loaded)."""
         return self._embedder is not None and (self._embedder.dimension is not None)
@@ -144,7 +150,7 @@ class EmbeddingService:
             self.embed_rowids(rowids)
         except Exception as exc:
             # The write stands; the entry stays pending with the error, shown by status and the CLI.
-            log.warning("could not embed now: %s", exc)
+            log.warning("could not embed now: %s", self.redact(str(exc)))
         return True
 
     def live_workers(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -192,7 +198,7 @@ class EmbeddingService:
         except EmbeddingError:
             raise
         except Exception as exc:  # a bug or a database error: count the attempt, never strand the batch
-            log.exception("embedding batch failed unexpectedly")
+            log.error("embedding batch failed unexpectedly: %s", self.redact("".join(traceback.format_exception(exc))))
             error = EmbeddingError(f"{type(exc).__name__}: {exc}")
             by_rowid = {i.entry_rowid: i for i in items}
             ids = dict(self.db.query(
@@ -206,8 +212,8 @@ class EmbeddingService:
             work, gone, broken = self._load(items)
         except ConfigError as exc:  # e.g. the model cannot be loaded: never burn attempts on it
             with self.db.write() as conn:
-                result.released += queue.release(conn, items, now=self._now(now), error=str(exc))
-            raise EmbeddingError(str(exc), misconfigured=True) from exc
+                result.released += queue.release(conn, items, now=self._now(now), error=self.redact(str(exc)))
+            raise EmbeddingError(self.redact(str(exc)), misconfigured=True) from exc
         result.discarded += len(gone)
         blank = [w for w in work if not w.chunks]
         work = [w for w in work if w.chunks]
@@ -290,8 +296,16 @@ class EmbeddingService:
         with self._model_lock:
             return embedder.chunk(text)
 
+    def dimension(self) -> int | None:
+        """The configured model's dimension: the embedder's own, else that of its vectors in the index."""
+        dim = self.embedder.dimension
+        if dim is None and self.db.vec_available:
+            dim = vectors.model_dimension(self.db.conn, self.model_id)
+        return dim
+
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         embedder = self.embedder
+        dim = self.dimension()
         parts = []
         for start in range(0, len(texts), embedder.max_batch):
             piece = texts[start:start + embedder.max_batch]
@@ -307,7 +321,8 @@ class EmbeddingService:
                 raise EmbeddingError(str(exc), misconfigured=True) from exc
             except Exception as exc:  # an embedder bug must fail items, never kill the worker
                 raise EmbeddingError(f"{type(exc).__name__}: {exc}", per_input=True) from exc
-            parts.append(vectors.check_vectors(raw, count=len(piece), dim=embedder.dimension))
+            parts.append(vectors.check_vectors(raw, count=len(piece), dim=dim))
+            dim = int(parts[-1].shape[1])  # one call, one dimension
         arr = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if embedder.dimension is None:
             embedder.dimension = int(arr.shape[1])
@@ -320,6 +335,7 @@ class EmbeddingService:
         s = self.settings
         with self.db.write() as conn:
             t = self._now(now)
+            outcomes = self._same_dimension(conn, outcomes)
             ok = [(w, o) for w, o in outcomes if isinstance(o, np.ndarray)]
             for dim in {int(o.shape[1]) for _, o in ok}:
                 vectors.ensure_table(conn, dim)  # once per batch, not per item
@@ -333,7 +349,7 @@ class EmbeddingService:
             for w, outcome in outcomes:
                 if isinstance(outcome, np.ndarray):
                     continue
-                message = str(outcome)
+                message = self.redact(str(outcome))
                 attempts_allowed = s.embed_max_attempts if outcome.retryable else w.item.attempts
                 retry_at = t + queue.backoff(w.item.attempts, base=s.embed_retry_base, cap=s.embed_retry_max,
                                              rng=self._rng)
@@ -352,9 +368,30 @@ class EmbeddingService:
                 owner, kb = then_claim
                 result.next_claims = self._claim(conn, owner, now=t, kb=kb)
 
+    def _same_dimension(self, conn: Any, outcomes: list[tuple[_Work, np.ndarray | EmbeddingError]]
+                        ) -> list[tuple[_Work, np.ndarray | EmbeddingError]]:
+        """Outcomes whose vectors differ from the model's dimension in the index turned into errors.
+
+        Checked again inside the recording transaction: another batch or process may have stored the
+        model's first vectors, at another dimension, since this batch was embedded.
+        """
+        dim = vectors.model_dimension(conn, self.model_id)
+        out: list[tuple[_Work, np.ndarray | EmbeddingError]] = []
+        for w, o in outcomes:
+            if isinstance(o, np.ndarray):
+                try:
+                    vectors.check_vectors(o, count=len(o), dim=dim)
+                except EmbeddingError as exc:
+                    o = exc
+                else:
+                    dim = int(o.shape[1])
+            out.append((w, o))
+        return out
+
     def _release_all(self, work: list[_Work], exc: EmbeddingError, result: BatchResult,
                      now: float | None) -> BatchResult:
         t = self._now(now)
+        exc.args = (self.redact(str(exc)),)
         pause = exc.retry_after if exc.retry_after is not None else 0.0
         with self.db.write() as conn:
             result.released += queue.release(conn, [w.item for w in work], now=t, run_after=t + pause,
@@ -446,10 +483,12 @@ class EmbeddingService:
         conn = self.db.conn
         sql = "SELECT min(queued_at) FROM embed_queue WHERE status = 'pending'"
         oldest = conn.execute(sql + (" AND kb = ?" if kb else ""), (kb,) if kb else ()).fetchone()[0]
-        last = events.last_error(conn)
-        failed_row = conn.execute(
-            "SELECT error FROM embed_queue WHERE status = 'failed'" + (" AND kb = ?" if kb else "")
-            + " ORDER BY updated_at DESC LIMIT 1", (kb,) if kb else ()).fetchone()
+        counts = queue.counts(conn, kb)
+        error, error_at = self._last_error(conn, kb)
+        success_at = events.last_completion(conn)
+        recovered = error is not None and success_at is not None and error_at is not None and error_at < success_at
+        if recovered and not counts.get("failed"):
+            error = error_at = None  # the provider works again and nothing is left failed: nothing to show
         paused = conn.execute(
             "SELECT error FROM embed_queue WHERE status = 'pending' AND error IS NOT NULL AND attempts = 0 "
             "ORDER BY updated_at DESC LIMIT 1").fetchone()
@@ -458,11 +497,15 @@ class EmbeddingService:
         other_models = vectors.models(conn, kb, other_than=self.model_id) if self.db.vec_available else {}
         return {
             "kb": kb,
-            "counts": queue.counts(conn, kb),
+            "counts": counts,
             "oldest_pending_age_s": None if oldest is None else round(max(0.0, t - oldest), 1),
             "workers": live,
             "throughput_per_min": events.completions_since(conn, t - 60.0),
-            "last_error": (last["error"] if last else None) or (failed_row[0] if failed_row else None),
+            "last_error": error,
+            "last_error_at": error_at,
+            # True when embeddings succeeded after last_error (it explains the entries still failed).
+            "last_error_before_success": bool(error) and recovered,
+            "last_success_at": success_at,
             "provider_error": paused_worker["error"] if paused_worker else (paused[0] if paused else None),
             "model": self.model_id or None,
             "stale_models": other_models,
@@ -470,6 +513,16 @@ class EmbeddingService:
             "enabled": self.enabled,
             "disabled_reason": self.why_disabled(),
         }
+
+    def _last_error(self, conn: Any, kb: str | None) -> tuple[str | None, float | None]:
+        """The newest embedding error (failure event, else failed row) and when it happened."""
+        last = events.last_error(conn)
+        if last and last["error"]:
+            return last["error"], last["time"]
+        row = conn.execute(
+            "SELECT error, updated_at FROM embed_queue WHERE status = 'failed'" + (" AND kb = ?" if kb else "")
+            + " ORDER BY updated_at DESC LIMIT 1", (kb,) if kb else ()).fetchone()
+        return (row[0], row[1]) if row else (None, None)
 
     def failed(self, kb: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
         """Failed entries with their error and attempts, newest first."""
@@ -485,6 +538,9 @@ class EmbeddingService:
                 for r in self.db.query(sql, params)]
 
     def embed_query(self, text: str) -> np.ndarray:
-        """The query's vector in the configured model's space."""
-        vecs = self._embed_texts([text])
-        return vecs[0]
+        """The query's vector in the configured model's space; EmbeddingError (redacted) if the provider fails."""
+        try:
+            return self._embed_texts([text])[0]
+        except EmbeddingError as exc:
+            exc.args = (self.redact(str(exc)),)
+            raise

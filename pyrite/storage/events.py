@@ -66,3 +66,9 @@ def last_error(conn: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"id": row[0], "kb": row[1], "entry_id": row[2], "error": row[3], "time": row[4]}
+
+
+def last_completion(conn: Any) -> float | None:
+    """When the newest embed_complete event happened, or None."""
+    row = conn.execute("SELECT created FROM events WHERE type = 'embed_complete' ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else float(row[0])
