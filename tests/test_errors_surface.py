@@ -43,7 +43,7 @@ def user_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     """Assert a clean user error (exit 1, `Error: ...`, no traceback) naming each needle; return stderr."""
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
-    assert result.stderr.startswith("Error: "), result.stderr
+    assert any(line.startswith("Error: ") for line in result.stderr.splitlines()), result.stderr
     for needle in needles:
         assert needle in result.stderr, (needle, result.stderr)
     return result.stderr
