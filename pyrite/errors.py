@@ -38,3 +38,7 @@ class EmbeddingError(PyriteError):
         self.per_input = per_input
         self.misconfigured = misconfigured
         self.retry_after = retry_after
+
+
+class StorageError(PyriteError):
+    """A KB's folder or file cannot be read or written (not writable, disk full); the message says what to do."""

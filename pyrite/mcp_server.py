@@ -1,8 +1,11 @@
-"""The MCP server (stdio): kb_* tools for AI agents, each a thin call into the core. Starts no worker."""
+"""The MCP server (stdio): kb_* tools for AI agents, each a thin call into the core, and an embedding worker."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -13,6 +16,10 @@ from pyrite import __version__
 from pyrite.config import Settings
 from pyrite.core import Pyrite
 from pyrite.errors import PyriteError
+from pyrite.worker import EmbeddingWorker
+
+log = logging.getLogger("pyrite.mcp")
+WORKER_STOP_S = 15.0  # the worker's grace (10 s) for the batch in hand, and a margin
 
 INSTRUCTIONS = (
     "pyrite is the user's local knowledge base: markdown notes grouped in KBs. Call kb_list first to see the "
@@ -32,9 +39,42 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise ToolError(str(exc)) from None
 
 
-def build_server(core: Pyrite, *, read_only: bool = False) -> MCPServer:
-    """An MCPServer exposing the kb_* tools over core (only the read tools when read_only)."""
-    server: MCPServer = MCPServer(name="pyrite", version=__version__, instructions=INSTRUCTIONS)
+@contextlib.asynccontextmanager
+async def embedding_worker(core: Pyrite) -> AsyncIterator[EmbeddingWorker | None]:
+    """Run an EmbeddingWorker on this event loop while the block runs, so writes only queue and return at once.
+
+    The model loads on the worker's first batch, not at startup; on exit the batch in hand finishes or is
+    released, and anything still pending stays queued for the next worker (any process).
+    """
+    if not core.embedding.enabled:
+        yield None
+        return
+    worker = EmbeddingWorker(core.embedding, kind="mcp")
+    worker.attach()  # from now on a write only queues, even before the loop below has started
+    task = asyncio.create_task(worker.process_queue(), name="pyrite-mcp-worker")
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        try:
+            await asyncio.wait_for(task, timeout=WORKER_STOP_S)
+        except (asyncio.TimeoutError, Exception):
+            log.warning("embedding worker did not stop in time; its leases will expire")
+
+
+def build_server(core: Pyrite, *, read_only: bool = False, worker: bool = True) -> MCPServer:
+    """An MCPServer exposing the kb_* tools over core (only the read tools when read_only), with an
+    embedding worker while it runs (unless worker=False)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        if not worker:
+            yield {}
+            return
+        async with embedding_worker(core):
+            yield {}
+
+    server: MCPServer = MCPServer(name="pyrite", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
 
     @server.tool(annotations=READ_ONLY)
     async def kb_list() -> dict[str, Any]:

@@ -93,6 +93,9 @@ class EmbeddingWorker:
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self.on_batch: Callable[[BatchResult], None] | None = None
+        # A foreground run stops at a misconfigured provider (nobody fixes it while it waits) instead of pausing.
+        self.stop_on_misconfigured = False
+        self.misconfigured: str | None = None  # the error that paused or stopped it
 
     # -- one step -----------------------------------------------------------------
 
@@ -114,7 +117,12 @@ class EmbeddingWorker:
             self._misconfigured = True
             self.paused_until = t + MISCONFIGURED_PAUSE_S
             self._release_ahead(now)
-            log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S, self.last_error)
+            self.misconfigured = self.last_error
+            if self.stop_on_misconfigured:
+                self.request_stop()
+            else:
+                log.error("embedding provider misconfigured, pausing %.0fs: %s", MISCONFIGURED_PAUSE_S,
+                          self.last_error)
             return BatchResult(claimed=len(items), released=len(items), paused_for=MISCONFIGURED_PAUSE_S,
                                errors=[self.last_error])
         if result.next_claims:

@@ -94,7 +94,8 @@ def test_create_search_get_update_delete(home: Path) -> None:
         out["create"] = structured(await client.call_tool("kb_create", {
             "kb": "notes", "title": "Raft consensus", "body": "Leader election and log replication.",
             "tags": ["distributed"]}))
-        out["search"] = structured(await client.call_tool("kb_search", {"query": "leader election", "kb": "notes"}))
+        out["search"] = structured(await client.call_tool("kb_search", {"query": "leader election", "kb": "notes",
+                                                                        "wait": 5}))
         out["semantic"] = structured(await client.call_tool("kb_search", {"query": "log replication",
                                                                           "mode": "semantic", "wait": 5}))
         out["get"] = structured(await client.call_tool("kb_get", {"kb": "notes", "id": "raft-consensus"}))
@@ -111,15 +112,15 @@ def test_create_search_get_update_delete(home: Path) -> None:
     assert [k["name"] for k in out["list"]["kbs"]] == ["notes"]
     created = out["create"]
     assert created["id"] == "raft-consensus" and created["kb"] == "notes" and created["tags"] == ["distributed"]
-    # No worker runs anywhere: the write was embedded before the answer.
-    assert created["embedding_status"] == "done"
+    # The write only queued: the MCP process's own worker embeds it after the answer.
+    assert created["embedding_status"] in ("pending", "processing", "done")
     assert [r["id"] for r in out["search"]["results"]] == ["raft-consensus"]
     assert out["search"]["mode"] == "hybrid"
     assert out["semantic"]["results"][0]["id"] == "raft-consensus" and out["semantic"]["pending"] == 0
     assert out["get"]["body"] == "Leader election and log replication."
     assert out["get"]["title"] == "Raft consensus"
     assert out["update"]["body"] == "Terms, votes and heartbeats." and out["update"]["tags"] == ["x", "y"]
-    assert out["update"]["title"] == "Raft consensus" and out["update"]["embedding_status"] == "done"
+    assert out["update"]["title"] == "Raft consensus" and out["update"]["embedding_status"] in ("pending", "processing", "done")
     assert [r["id"] for r in out["search2"]["results"]] == ["raft-consensus"]
     assert out["status"]["counts"]["done"] == 1 and out["status"]["model"] == "hash:hash-384"
     assert out["delete"] == {"deleted": {"kb": "notes", "id": "raft-consensus"}}
@@ -202,7 +203,7 @@ def test_read_only_lists_only_read_tools(home: Path) -> None:
 
 
 def test_write_is_queued_when_a_worker_is_alive(home: Path) -> None:
-    """With a live worker elsewhere (its heartbeat row), an MCP write is only queued, not embedded."""
+    """With a live worker elsewhere (its heartbeat row), an MCP write is only queued, and ends up embedded."""
     core = Pyrite(load_settings())
     try:
         with core.db.write() as conn:
@@ -213,7 +214,8 @@ def test_write_is_queued_when_a_worker_is_alive(home: Path) -> None:
 
         created = run_session(home, body)
         assert created["embedding_status"] == "pending"
-        assert core.embedding.status()["counts"]["pending"] == 1
+        counts = core.embedding.status()["counts"]
+        assert counts["pending"] + counts["done"] == 1  # the MCP process's worker may have embedded it
     finally:
         core.close()
 

@@ -80,6 +80,13 @@ def emit_json(data: Any, *, line: bool = False) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=None if line else 2, default=str))
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 entry', '2 entries': count and the word in the right number (many: the plural, if not word+'s')."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {many or (word[:-1] + 'ies' if word.endswith('y') else word + 's')}"
+
+
 def warn(message: str) -> None:
     """A note for the user on stderr."""
     click.echo(message, err=True)

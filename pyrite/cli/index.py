@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, warn
+from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, plural, warn
 from pyrite.cli.running import Progress, run_worker
 from pyrite.config import SETTINGS
 from pyrite.worker import EmbeddingWorker
@@ -64,17 +64,21 @@ def _foreground(core: Any, kb: str | None, fmt: str) -> dict[str, Any]:
     if total == 0:
         return {"done": 0, "failed": 0}
     if fmt != "json":
-        click.echo(f"Embedding {total} entries with {core.embedding.model_id}...", err=True)
+        click.echo(f"Embedding {plural(total, 'entry')} with {core.embedding.model_id}...", err=True)
     worker = EmbeddingWorker(core.embedding, kind="cli", until_empty=True, kb=kb)
+    worker.stop_on_misconfigured = True
     progress = Progress(total, enabled=fmt != "json")
     worker.on_batch = progress.update
     core.embedding.embedder.load()
     totals = run_worker(worker)
     progress.finish()
+    if worker.misconfigured:
+        raise click.ClickException(f"embedding stopped, the provider is misconfigured: {worker.misconfigured}; "
+                                   "fix the settings (check them with `pyrite embedders test`) and run it again")
     summary = {"done": totals.done, "failed": totals.failed, "retried": totals.retried,
                "seconds": round(progress.elapsed, 2), "left": core.embedding.outstanding(kb)}
     if fmt != "json":
-        click.echo(f"Embedded {totals.done} entries in {progress.elapsed:.1f}s"
+        click.echo(f"Embedded {plural(totals.done, 'entry')} in {progress.elapsed:.1f}s"
                    + (f", {totals.failed} failed (see `pyrite index embed --status`)" if totals.failed else "")
                    + (f", {summary['left']} left (interrupted)" if summary["left"] else ""), err=True)
     return summary
@@ -115,6 +119,9 @@ def embed(ctx: click.Context, kb: str | None, force: bool, background: bool, sho
     """Embed pending entries now, in the foreground with a progress bar (or see --background, --status)."""
     if show_status and (force or background or retry_failed):
         raise click.UsageError("--status cannot be combined with --force, --background or --retry-failed")
+    if force and retry_failed:
+        raise click.UsageError("--force re-embeds everything, failed entries included: give --force or "
+                               "--retry-failed, not both")
     if watch and not show_status:
         raise click.UsageError("--watch goes with --status")
     core = get_core(ctx, worker=not (show_status or background))
@@ -135,6 +142,9 @@ def embed(ctx: click.Context, kb: str | None, force: bool, background: bool, sho
     result = _embed_or_hand_over(core, kb, fmt)
     if fmt == "json":
         emit_json({"queued": queued, **result})
+    if result.get("failed"):
+        raise click.ClickException(f"{plural(result['failed'], 'entry')} failed to embed; see "
+                                   "`pyrite index embed --status`, then retry with `pyrite index embed --retry-failed`")
 
 
 def _background(ctx: click.Context, core: Any, kb: str | None, queued: int, fmt: str) -> None:
@@ -161,9 +171,9 @@ def _background(ctx: click.Context, core: Any, kb: str | None, queued: int, fmt:
     if fmt == "json":
         emit_json(info)
     elif live:
-        click.echo(f"{outstanding} entries pending; the running worker (pid {live[0]['pid']}) embeds them.")
+        click.echo(f"{plural(outstanding, 'entry')} pending; the running worker (pid {live[0]['pid']}) embeds them.")
     elif outstanding:
-        click.echo(f"{outstanding} entries pending; started a background worker (pid {info['started_worker_pid']}, "
+        click.echo(f"{plural(outstanding, 'entry')} pending; started a background worker (pid {info['started_worker_pid']}, "
                    f"log {info['log']}). Follow it with `pyrite index embed --status --watch`.")
     else:
         click.echo("Nothing to embed.")
@@ -201,9 +211,11 @@ def _print_status(info: dict[str, Any]) -> None:
         for w in info["workers"]:
             click.echo(f"worker: {w['kind']} pid {w['pid']} on {w['host']}, heartbeat {w['heartbeat_age_s']}s ago")
     else:
-        click.echo("workers: none (writes from the CLI embed synchronously)")
-    if info["stale_models"]:
+        click.echo("workers: none" + (" (writes from the CLI embed synchronously)" if info["enabled"] else ""))
+    if info["stale_models"] and info["enabled"]:
         click.echo(f"vectors of other models: {info['stale_models']} (run `pyrite index embed --force`)")
+    elif info["stale_models"]:
+        click.echo(f"stored vectors: {info['stale_models']} (unused while embedding is off)")
     if info["last_error"]:
         when = _clock(info["last_error_at"])
         if info["last_error_before_success"]:

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings
+from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings, plural
 from pyrite.config import write_default_config
 
 
@@ -57,7 +57,7 @@ def kb_create(ctx: click.Context, name: str, path: str | None, make: bool, fmt: 
         return
     click.echo(f"Created KB {created.name} at {created.path}")
     if report.added:
-        click.echo(f"Indexed {report.added} existing entries; run `pyrite index embed --kb {name}` to embed them.")
+        click.echo(f"Indexed {plural(report.added, 'existing entry', 'existing entries')}; run `pyrite index embed --kb {name}` to embed them.")
     for problem in report.errors:
         click.echo(f"warning: {problem}", err=True)
 
@@ -74,7 +74,7 @@ def kb_list(ctx: click.Context, fmt: str) -> None:
     if not kbs:
         click.echo("No KBs yet: pyrite kb create NAME")
     for k in kbs:
-        click.echo(f"{k.name}\t{k.entries} entries\t{k.path}")
+        click.echo(f"{k.name}\t{plural(k.entries, 'entry')}\t{k.path}")
 
 
 @kb.command("remove")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
+import socket
 import time
 from typing import Iterator
 
@@ -61,6 +63,28 @@ def _served_hosts(host: str, configured: tuple[str, ...]) -> tuple[str, ...]:
     return (*configured, name.lower())
 
 
+def check_port(host: str, port: int) -> None:
+    """ClickException unless host:port can be listened on now (bound and released at once, as uvicorn binds)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} on {host} is already in use (another pyrite serve, or another program); "
+                    f"choose another with --port, e.g. `pyrite serve --port {port + 1 if port < 65535 else 8001}`"
+                ) from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def _server_class() -> type:
     import uvicorn
 
@@ -100,6 +124,7 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, worker=not no_worker, reload=settings_loader(ctx))
+    check_port(host, port)
     click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
                f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",

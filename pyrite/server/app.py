@@ -18,7 +18,8 @@ from starlette.routing import Route, WebSocketRoute
 
 from pyrite.config import Settings
 from pyrite.core import Pyrite
-from pyrite.errors import ConfigError, ConflictError, EmbeddingError, NotFoundError, PyriteError, ValidationError
+from pyrite.errors import (ConfigError, ConflictError, EmbeddingError, NotFoundError, PyriteError, StorageError,
+                           ValidationError)
 from pyrite.server import routes
 from pyrite.server.hub import EventHub
 from pyrite.server.inputs import InputError
@@ -35,6 +36,7 @@ ERROR_STATUS: list[tuple[type[PyriteError], int]] = [
     (ValidationError, 400),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (StorageError, 409),  # the KB's folder refuses the write (read-only, full): its state, not the request
     (EmbeddingError, 502),
     (ConfigError, 503),
     (PyriteError, 400),

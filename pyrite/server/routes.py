@@ -165,15 +165,28 @@ async def failed(request: Request) -> JSONResponse:
     return JSONResponse({"failed": items})
 
 
-async def websocket(ws: WebSocket) -> None:
-    raw = ws.query_params.get("since")
-    since: int | None = None
-    if raw not in (None, ""):
-        try:
-            since = max(0, int(raw))
-        except ValueError:
-            await ws.close(code=1008, reason="since must be an integer event id")
-            return
-    await ws.accept()
-    await ws.app.state.hub.serve(ws, since)
+SINCE_MAX = 2**63 - 1  # SQLite's largest integer: no event id is above it
 
+
+def _since(raw: str | None) -> int | None:
+    """The ?since= event id (None: live events only); InputError unless an integer from 0 to SINCE_MAX."""
+    if raw in (None, ""):
+        return None
+    try:
+        since = int(raw)
+    except ValueError:
+        raise InputError("since must be an integer event id") from None
+    if not 0 <= since <= SINCE_MAX:
+        raise InputError(f"since must be an event id from 0 to {SINCE_MAX}")
+    return since
+
+
+async def websocket(ws: WebSocket) -> None:
+    # Accept first, then close with the reason: a close before the handshake reaches clients as a bare 403.
+    await ws.accept()
+    try:
+        since = _since(ws.query_params.get("since"))
+    except InputError as exc:
+        await ws.close(code=1008, reason=str(exc))
+        return
+    await ws.app.state.hub.serve(ws, since)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from pyrite.config import Settings
-from pyrite.errors import ConflictError, NotFoundError, ValidationError
+from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageError, ValidationError
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
 from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
@@ -23,6 +25,8 @@ from pyrite.storage.db import Database
 TITLE_MAX = 500
 TAG_MAX = 100
 TYPE_MAX = 64
+# Deeper meta is refused: YAML's emitter recurses several frames a level and hit the recursion limit at ~330.
+META_DEPTH_MAX = 32
 _ENTRY_COLUMNS = (
     "e.rowid, e.kb, e.id, e.title, e.body, e.type, e.tags, e.meta, e.created, e.updated, e.path, "
     "q.status, q.error"
@@ -118,11 +122,28 @@ def _check_type(kind: Any) -> str:
     return kind
 
 
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in value (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, level + 1)
+            if deepest > META_DEPTH_MAX:
+                return deepest
+            todo.extend((child, level + 1) for child in item)
+    return deepest
+
+
 def _check_meta(meta: Any) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, dict):
         raise ValidationError("meta must be a mapping of key: value")
+    if _depth(meta) > META_DEPTH_MAX:
+        raise ValidationError(f"meta is nested more than {META_DEPTH_MAX} levels deep")
     for key in meta:
         if not isinstance(key, str) or not key.strip() or key in files.RESERVED_KEYS:
             raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
@@ -132,6 +153,38 @@ def _check_meta(meta: Any) -> dict[str, Any]:
         raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
     # As the index stores it (tuples become lists), so the entry a write returns is the one it indexed.
     return json.loads(text)
+
+
+def _file_title(title: str) -> str:
+    """A title read from a file, as written there; only line breaks (one line is required) are folded."""
+    title = title.strip()
+    if "\n" in title or "\r" in title:
+        title = " ".join(line.strip() for line in title.splitlines() if line.strip())
+    return title[:TITLE_MAX]
+
+
+def file_error(exc: OSError, kb: str, folder: Path) -> PyriteError:
+    """What an OSError from reading or writing a KB's files means, as an error that says what to do."""
+    where = exc.filename or folder
+    if not folder.is_dir():
+        return NotFoundError(
+            f"the folder of KB {kb!r}, {folder}, is gone (removed or moved): put it back, or run "
+            f"`pyrite kb remove {kb}` and register the folder where it is now with `pyrite kb create {kb} --path DIR`")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(f"{where} is a folder, not a markdown file; rename it, then run "
+                            f"`pyrite index sync --kb {kb}`")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"cannot write in the folder of KB {kb!r}: {where} is not writable by this user "
+                            f"({exc.strerror}); make it writable (chmod/chown, or remount read-write) and try again")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"cannot write in the folder of KB {kb!r}, {folder}: {exc.strerror}; free some space "
+                            "and try again")
+    return StorageError(f"cannot write {where} (KB {kb!r}): {exc.strerror or exc}")
+
+
+def _content(entry: Entry) -> tuple[Any, ...]:
+    """What an update can change; equal tuples mean the update would write the same entry."""
+    return entry.title, entry.body, entry.type, list(entry.tags), dict(entry.meta)
 
 
 def rowid_hint(entry: Entry) -> str:
@@ -229,7 +282,7 @@ class KBService:
     def create_entry(self, kb: str, title: str, body: str = "", *, tags: Iterable[str] = (),
                      type: str = "note", meta: dict[str, Any] | None = None, embed: bool = True) -> Entry:
         """Write a new entry file named after a slug of its title (suffixed -2, -3 on clash) and index it."""
-        title, body = _check_title(title), _check_body(body)
+        title, body = _check_title(title), self._check_size(_check_body(body))
         tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
         check_kb_name(kb)
         stamp = now_iso()
@@ -238,7 +291,8 @@ class KBService:
                       created=stamp, updated=stamp, meta=extra)
         for _ in range(5):
             try:
-                return self._create(entry, slug, embed)
+                with self._file_errors(kb):
+                    return self._create(entry, slug, embed)
             except _NameTaken:
                 continue  # the next attempt sees the file and takes the next free name
         raise ConflictError(f"could not find a free file name for {slug!r} in KB {kb!r}; try again")
@@ -311,6 +365,19 @@ class KBService:
         # A None value drops the key; the others are checked like new meta.
         meta_set = _check_meta({k: v for k, v in (meta or {}).items() if v is not None})
         meta_drop = [k for k, v in (meta or {}).items() if v is None]
+        if body is not None:
+            self._check_size(changes["body"])
+        with self._file_errors(kb):
+            planned = self._update(kb, entry_id, current, path, changes, meta_set, meta_drop, embed)
+        if planned is None:
+            return current  # nothing changed: no file written, no event
+        entry, rowid, embed_here = planned
+        return self._finish(entry, rowid, embed, embed_here)
+
+    def _update(self, kb: str, entry_id: str, current: Entry, path: Path, changes: dict[str, Any],
+                meta_set: dict[str, Any], meta_drop: list[str], embed: bool) -> tuple[Entry, int, bool] | None:
+        """The file and index part of update_entry; None when the update changes nothing (nothing written)."""
+        folder = path.parent
         replaced: bytes | None = None  # the old content, once the new file is in place
         try:
             with self.db.write() as conn:
@@ -318,18 +385,28 @@ class KBService:
                     with open(path, "rb") as fh:
                         old, st = fh.read(), os.fstat(fh.fileno())
                 except FileNotFoundError:
+                    if not folder.is_dir():
+                        raise
                     raise NotFoundError(
                         f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
                     ) from None
                 # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
                 entry = self._entry_from_file(kb, entry_id, path.name, old, st)
                 entry.created = entry.created or current.created
+                before = _content(entry)
                 for key, value in changes.items():
                     if value is not None:
                         setattr(entry, key, value)
                 entry.meta.update(meta_set)
                 for key in meta_drop:
                     entry.meta.pop(key, None)
+                if _content(entry) == before:  # the file already says this: it is not written again
+                    indexed = conn.execute("SELECT file_hash FROM entries WHERE kb = ? AND id = ?",
+                                           (kb, entry_id)).fetchone()
+                    if indexed is not None and indexed[0] == files.content_hash(old):
+                        return None
+                    # Edited elsewhere and not indexed yet: index the file as it is.
+                    return (entry, *self._put_and_plan(conn, entry, old, st, "entry_updated", embed))
                 entry.updated = now_iso()
                 data = self._render(entry)
                 staged = files.stage(folder, data, mode=stat.S_IMODE(st.st_mode))  # keep its permissions
@@ -345,7 +422,7 @@ class KBService:
             if replaced is not None:  # the commit failed after the file changed: put the old one back
                 files.write_atomic(path, replaced)
             raise
-        return self._finish(entry, rowid, embed, embed_here)
+        return entry, rowid, embed_here
 
     def delete_entry(self, kb: str, entry_id: str) -> None:
         """Remove the entry's file, index row, vectors and queue row together."""
@@ -353,7 +430,7 @@ class KBService:
         path = Path(self.get_kb(kb).path) / current.path
         # Move the file aside first, so a failed commit can put it back.
         aside = path.with_name(f".pyrite-deleting-{os.getpid()}-{rowid_hint(current)}.tmp")
-        with self.db.write() as conn:
+        with self._file_errors(kb), self.db.write() as conn:
             moved = False
             try:
                 os.replace(path, aside)
@@ -408,7 +485,7 @@ class KBService:
         try:
             scan = list(os.scandir(folder))
         except OSError as exc:
-            raise ValidationError(f"cannot read KB folder {folder}: {exc.strerror}") from None
+            raise file_error(exc, kb, folder) from None
         for item in scan:
             if not item.name.endswith(".md") or item.name.startswith(".") or not item.is_file():
                 continue
@@ -492,7 +569,7 @@ class KBService:
         front.pop("id", None)  # the file name is the id
         created, updated = front.pop("created", None), front.pop("updated", None)
         return Entry(
-            kb=kb, id=entry_id, title=" ".join(str(title).split())[:TITLE_MAX], body=body,
+            kb=kb, id=entry_id, title=_file_title(str(title)), body=body,
             type=kind if isinstance(kind, str) and is_entry_id(kind) else "note",
             tags=[str(t).strip() for t in tags if str(t).strip()] if isinstance(tags, list) else [],
             created=str(created) if created else mtime, updated=str(updated) if updated else mtime,
@@ -550,6 +627,21 @@ class KBService:
 
     def _render(self, entry: Entry) -> bytes:
         return files.render_markdown(_frontmatter(entry), entry.body).encode("utf-8")
+
+    @contextmanager
+    def _file_errors(self, kb: str) -> Iterator[None]:
+        """Turn an OSError from the KB's files into a PyriteError saying what happened and what to do."""
+        try:
+            yield
+        except OSError as exc:
+            raise file_error(exc, kb, Path(self.get_kb(kb).path)) from None
+
+    def _check_size(self, body: str) -> str:
+        """body, if its UTF-8 form fits the body limit every front end shares (setting max_body_bytes)."""
+        limit = self.settings.max_body_bytes
+        if len(body) * 4 > limit and len(body.encode("utf-8")) > limit:
+            raise ValidationError(f"the body is over {limit} bytes (setting max_body_bytes, env PYRITE_MAX_BODY)")
+        return body
 
     def _folder(self, kb: str) -> Path:
         """The KB's folder, read now (inside a write's transaction: as that sees it) and remembered."""

@@ -17,6 +17,7 @@ LIMIT_MAX = 1000
 QUERY_MAX = 10_000
 TERMS_MAX = 64
 RRF_K = 60
+WAIT_MAX = 300.0
 # bm25 column weights: title, body, tags.
 WEIGHTS = (10.0, 1.0, 5.0)
 SNIPPET_TOKENS = 16
@@ -34,6 +35,15 @@ def fts_query(text: str, *, any_term: bool = False) -> str | None:
         return None
     phrases = ['"' + p.replace('"', '""') + '"' for p in pieces]
     return (" OR " if any_term else " ").join(phrases)
+
+
+def check_wait(wait: Any) -> float:
+    """wait as seconds from 0 to WAIT_MAX (None: 0), else ValidationError; what REST, CLI and MCP accept."""
+    if wait is None:
+        return 0.0
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= WAIT_MAX:
+        raise ValidationError(f"wait must be a number of seconds from 0 to {WAIT_MAX:g}")
+    return float(wait)  # NaN fails the range check above: it compares false to everything
 
 
 def _snippet_from_body(body: str, size: int = 160) -> str:
@@ -64,11 +74,13 @@ class SearchService:
             raise ValidationError(f"limit must be a whole number from 1 to {LIMIT_MAX}")
         if mode is not None and mode not in MODES:
             raise ValidationError(f"mode must be one of {', '.join(MODES)}")
+        wait = check_wait(wait)
         notes: list[str] = []
         if wait:
-            left = self.embedding.wait_for(kb, timeout=min(float(wait), 300.0))
+            left = self.embedding.wait_for(kb, timeout=wait)
             if left:
-                notes.append(f"{left} entries were still waiting for embeddings after {wait}s")
+                notes.append(f"{left} {'entry was' if left == 1 else 'entries were'} still waiting for embeddings "
+                             f"after {wait:g}s")
         semantic_ok = self.embedding.enabled
         if mode is None:
             mode = "hybrid" if semantic_ok and self._has_vectors() else "keyword"

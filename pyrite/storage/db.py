@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 from pyrite.errors import ConfigError
 from pyrite.storage.migrations import migrate as run_migrations
+from pyrite.storage.migrations import schema_problem
 
 Connection = sqlite3.Connection
 OperationalError = sqlite3.OperationalError
@@ -57,6 +58,50 @@ def _probe_vec() -> str | None:
     return None
 
 
+def unusable_index(path: Path, reason: str, *, untouched: bool = False) -> ConfigError:
+    """The error for an index file pyrite cannot use: what is wrong, and how to rebuild it from the files."""
+    return ConfigError(
+        f"{path} is not a usable pyrite index: {reason}.{' pyrite has not changed it.' if untouched else ''} "
+        "The markdown files are the "
+        f"source of truth, so the index can be rebuilt: move the file aside (mv {path} {path}.bad), run "
+        "`pyrite init`, then `pyrite kb create NAME --path FOLDER` for each KB (it indexes the files already "
+        "there; `pyrite index build` re-reads them any time) and `pyrite index embed`")
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    # The driver raises the DatabaseError base class itself only for SQLITE_CORRUPT and SQLITE_NOTADB.
+    return type(exc) is sqlite3.DatabaseError
+
+
+def check_index(path: Path) -> None:
+    """Raise ConfigError unless path is missing, empty or a pyrite index this version knows; never writes to it."""
+    try:
+        if path.stat().st_size == 0:
+            return
+        with open(path, "rb") as fh:
+            magic = fh.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if magic != b"SQLite format 3\x00":
+        raise unusable_index(path, "it is not an SQLite database", untouched=True)
+    # A plain connection and reads only: nothing (journal mode, tables) is changed before the check passed.
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        problem = schema_problem(conn)
+    except sqlite3.DatabaseError as exc:
+        if not _is_corrupt(exc):
+            raise
+        problem = f"the file is damaged ({exc})"
+    finally:
+        conn.close()
+    if problem and problem.startswith("it holds another program's tables"):
+        raise ConfigError(f"{path} is not a pyrite index: {problem}. pyrite has not changed it; give pyrite a home "
+                          "of its own (--home DIR or PYRITE_HOME=DIR), or move that file back where it belongs")
+    if problem:
+        raise unusable_index(path, problem, untouched=True)
+
 
 class Database:
     """An SQLite index file: per-thread connections, migrations applied once, short write transactions."""
@@ -71,6 +116,7 @@ class Database:
         # handler, which under load lets unlucky writers wait seconds. Other processes still use the latter.
         self.write_lock = threading.Lock()
         if migrate:
+            check_index(self.path)
             with self.write() as conn:
                 run_migrations(conn)
 
@@ -93,6 +139,16 @@ class Database:
                                    isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open {self.path}: {exc}") from None
+        try:
+            self._configure(conn)
+        except BaseException as exc:
+            conn.close()
+            if _is_corrupt(exc):
+                raise unusable_index(self.path, f"the file is damaged ({exc})") from None
+            raise
+        return conn
+
+    def _configure(self, conn: Connection) -> None:
         conn.row_factory = sqlite3.Row
         conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
         self._set_wal(conn)
@@ -109,7 +165,16 @@ class Database:
             conn.enable_load_extension(True)
             sqlite_vec.load(conn)
             conn.enable_load_extension(False)
-        return conn
+
+    @contextmanager
+    def _damage_is_config_error(self) -> Iterator[None]:
+        """A damaged file found mid-use becomes the same ConfigError as at open, with the rebuild recipe."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise unusable_index(self.path, f"the file is damaged ({exc})") from None
+            raise
 
     @staticmethod
     def _set_wal(conn: Connection) -> None:
@@ -137,7 +202,7 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A BEGIN IMMEDIATE transaction on this thread's connection: commit on success, else roll back."""
         conn = self.conn
-        with self.write_lock:
+        with self._damage_is_config_error(), self.write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -163,7 +228,8 @@ class Database:
 
     def query(self, sql: str, params: Any = ()) -> list[Any]:
         """Rows of one read statement on this thread's connection."""
-        return self.conn.execute(sql, params).fetchall()
+        with self._damage_is_config_error():
+            return self.conn.execute(sql, params).fetchall()
 
     def checkpoint_if_due(self) -> bool:
         """Checkpoint on this thread if WORKER_CHECKPOINT_EVERY_S passed since its last one here; True if it ran.

@@ -199,8 +199,11 @@ def render_markdown(front: dict[str, Any], body: str) -> str:
     """Frontmatter (keys in the given order) and body; parse_markdown returns both exactly."""
     header = _fast_front(front)
     if header is None:
-        header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True,
-                           default_flow_style=False, width=10_000)
+        try:
+            header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True,
+                               default_flow_style=False, width=10_000)
+        except RecursionError:  # frontmatter nested hundreds of levels deep (written by hand elsewhere)
+            raise ValidationError("the frontmatter is nested too deeply to write") from None
     return f"{FRONT}\n{header}{FRONT}\n\n{body}"
 
 

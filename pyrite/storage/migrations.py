@@ -237,6 +237,28 @@ def _rebuild_vector_tables(conn: Any) -> None:
             conn.execute("DELETE FROM chunks WHERE dim = ?", (dim,))
 
 
+def schema_problem(conn: Any) -> str | None:
+    """Why the database on conn is not a pyrite index this version can use, or None; only reads it."""
+    tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    if not tables:
+        return None  # a new, empty database
+    foreign = f"it holds another program's tables ({', '.join(tables[:6])})"
+    if "migrations" not in tables:
+        return foreign
+    try:
+        done = {r[0] for r in conn.execute("SELECT name FROM migrations")}
+    except Exception:  # a table of that name with other columns
+        return foreign
+    known = {name for name, _ in MIGRATIONS}
+    if not done & known:
+        return foreign
+    newer = sorted(done - known)
+    if newer:
+        return (f"it was written by a newer pyrite (schema steps this version does not know: "
+                f"{', '.join(newer[:3])}); upgrade pyrite to use it")
+    return None
+
+
 def migrate(conn: Any) -> list[str]:
     """Apply the migrations not yet recorded; return their names. Call inside a write transaction."""
     conn.execute(
