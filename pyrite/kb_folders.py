@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from pyrite.errors import ConflictError, ValidationError
+from pyrite.errors import ConflictError, NotFoundError, ValidationError
 
 # Folders that hold the operating system: neither they nor anything inside them is a KB.
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
@@ -21,7 +21,8 @@ def _inside(path: Path, tree: Path) -> bool:
 
 def check_kb_folder(raw: str | Path, *, home: Path, others: Iterable[tuple[str, str]] = (),
                     create: bool = False) -> Path:
-    """The resolved folder for a new KB at raw, or ValidationError/ConflictError saying why it may not be one.
+    """The resolved folder for a new KB at raw, or an error saying why it may not be one: ValidationError for
+    folders that never may, NotFoundError for a missing one (unless create), ConflictError for another KB's.
 
     raw must be absolute; it must exist as a folder unless create is set (it is then made by the caller).
     others are (name, folder) of the KBs there are already: KB folders never nest.
@@ -51,10 +52,10 @@ def check_kb_folder(raw: str | Path, *, home: Path, others: Iterable[tuple[str, 
         if folder == other_path:
             raise ConflictError(f"{folder} is already the folder of KB {name!r}")
         if _inside(folder, other_path) or _inside(other_path, folder):
-            raise ValidationError(f"{folder} and the folder of KB {name!r} ({other}) would nest; KBs never overlap")
+            raise ConflictError(f"{folder} and the folder of KB {name!r} ({other}) would nest; KBs never overlap")
     if folder.exists() and not folder.is_dir():
         raise ValidationError(f"{folder} exists and is not a folder")
     if not folder.exists() and not create:
-        raise ValidationError(f"{folder} does not exist; create it first, or ask pyrite to create it "
+        raise NotFoundError(f"{folder} does not exist; create it first, or ask pyrite to create it "
                               "(CLI `--create`, REST `\"create\": true`)")
     return folder

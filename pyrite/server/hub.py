@@ -28,7 +28,7 @@ class EventHub:
         self._poke = asyncio.Event()
 
     async def start(self) -> None:
-        self.last_id = await run_in_threadpool(events.last_id, self.db.conn)
+        self.last_id = await run_in_threadpool(lambda: events.last_id(self.db.conn))
         self._task = asyncio.create_task(self._tail(), name="pyrite-event-tail")
 
     async def stop(self) -> None:
@@ -41,6 +41,12 @@ class EventHub:
         for q in list(self._clients):
             self._close(q)
 
+    async def _since(self, after: int) -> list[dict[str, Any]]:
+        # self.db.conn inside the thread: each thread reads on its own connection. Taken on the event loop,
+        # it would open a connection there and share it between threads, which Database.close can then
+        # close under a running statement.
+        return await run_in_threadpool(lambda: events.since(self.db.conn, after))
+
     def poke(self) -> None:
         """Look for new events now instead of at the next tick (call on the event loop)."""
         self._poke.set()
@@ -48,7 +54,7 @@ class EventHub:
     async def _tail(self) -> None:
         while True:
             try:
-                new = await run_in_threadpool(events.since, self.db.conn, self.last_id)
+                new = await self._since(self.last_id)
             except Exception:  # a busy database must not end the stream
                 log.exception("event tail failed")
                 new = []
@@ -84,7 +90,7 @@ class EventHub:
         try:
             if since is not None:
                 while True:
-                    backlog = await run_in_threadpool(events.since, self.db.conn, sent)
+                    backlog = await self._since(sent)
                     for event in backlog:
                         await ws.send_json(event)
                         sent = event["id"]
