@@ -17,6 +17,8 @@ LIST_LIMIT_MAX = 10_000
 REQUEUE_LIMIT_MAX = 10**9
 REQUEUE_STATUSES = ("failed", "done", "skipped")
 WAIT_MAX = 300.0
+# A search query, percent-encoded (up to 12 bytes a character), must fit in uvicorn's 16 KB request head.
+QUERY_PARAM_MAX = 1000
 # A JSON number, as the OpenAPI document's integer and number parameters are written in a query string.
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
@@ -114,6 +116,16 @@ def _query_number(request: Request, name: str, what: str) -> int | float | None:
     if number in (float("inf"), float("-inf")):
         raise InputError(f"query parameter {name!r} is out of range")
     return number
+
+
+def query_text(request: Request, name: str, max_length: int) -> str:
+    """A required text query parameter of at most max_length characters."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        raise InputError(f"query parameter {name!r} is required")
+    if len(raw) > max_length:
+        raise InputError(f"query parameter {name!r} is longer than {max_length} characters")
+    return raw
 
 
 def query_kb(request: Request, *, required: bool = False) -> str | None:

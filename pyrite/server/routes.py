@@ -12,8 +12,9 @@ from starlette.websockets import WebSocket
 from pyrite import __version__
 from pyrite.core import Pyrite
 from pyrite.names import check_entry_id, check_kb_name
-from pyrite.server.inputs import (INT64_MAX, LIST_LIMIT_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES, WAIT_MAX, InputError,
-                                  absolute_path, json_object, query_choice, query_float, query_int, query_kb)
+from pyrite.server.inputs import (INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES,
+                                  WAIT_MAX, InputError, absolute_path, json_object, query_choice, query_float,
+                                  query_int, query_kb, query_text)
 from pyrite.services.search_service import LIMIT_MAX, MODES
 
 ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -110,10 +111,7 @@ async def delete_entry(request: Request) -> JSONResponse:
 
 
 async def search(request: Request) -> JSONResponse:
-    params = request.query_params
-    query = params.get("q")
-    if query is None:
-        raise InputError("query parameter 'q' is required")
+    query = query_text(request, "q", QUERY_PARAM_MAX)
     mode = query_choice(request, "mode", MODES)
     limit = query_int(request, "limit", 10, low=1, high=LIMIT_MAX) or 10
     wait = query_float(request, "wait", low=0, high=WAIT_MAX)
