@@ -124,7 +124,7 @@ def query_text(request: Request, name: str, max_length: int) -> str:
     if raw is None:
         raise InputError(f"query parameter {name!r} is required")
     if len(raw) > max_length:
-        raise InputError(f"query parameter {name!r} is longer than {max_length} characters")
+        raise ValidationError(f"query parameter {name!r} is longer than {max_length} characters")
     return raw
 
 
@@ -149,7 +149,7 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str |
 def absolute_path(path: str | None) -> str | None:
     """path if it is None or absolute; KB folders are named in full, never relative to the server's cwd."""
     if path is not None and not os.path.isabs(path):
-        raise InputError(f"path must be an absolute folder path, not {path[:200]!r}")
+        raise ValidationError(f"KB path must be an absolute folder path, not {path[:200]!r}")
     return path
 
 
