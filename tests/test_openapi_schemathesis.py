@@ -154,3 +154,36 @@ def test_schemathesis_with_a_token(server: tuple[str, Path, dict[str, str]]) -> 
     assert code == 0, _failures(output)
     assert httpx.get(f"{base}/api/kbs").status_code == 401
     shutil.rmtree(work / "sandbox", ignore_errors=True)
+
+
+def test_the_issue_mismatches_answer_as_documented(pyrite_home: Path) -> None:
+    """The cases schemathesis found, each pinned (fast, in-process): the server refuses what the document
+    calls invalid, accepts what it calls valid, and a 405/OPTIONS lists every method of the path."""
+    from starlette.testclient import TestClient
+
+    from pyrite.config import load_settings
+    from pyrite.server.app import create_app
+
+    with TestClient(create_app(load_settings(), worker=False)) as c:
+        assert c.post("/api/kbs", json={"name": "notes"}).status_code == 201
+        refused = [c.get("/api/index/embed-status?kb="), c.get("/api/index/embed/failed?kb="),
+                   c.get("/api/search?q=x&kb="), c.get("/api/search?q=x&mode="), c.get("/api/entries?kb=notes&limit="),
+                   c.get("/api/search?q=x&wait="), c.post("/api/index/embed/requeue"),
+                   c.post("/api/index/embed/requeue", json={"status": ""}),
+                   c.post("/api/kbs", json={"name": "rel", "path": "relative/folder"})]
+        assert [r.status_code for r in refused] == [400, 400, 400, 422, 422, 422, 400, 422, 400]
+        assert all(set(r.json()) == {"error"} for r in refused)
+        accepted = [c.get("/api/entries?kb=notes&offset=9999999999"), c.get("/api/entries?kb=notes&limit=5.0"),
+                    c.post("/api/index/embed/requeue", json={"limit": 5.0}),
+                    c.post("/api/index/embed/requeue", json={"status": ["failed", "done"]})]
+        assert [r.status_code for r in accepted] == [200, 200, 200, 200]
+        for path, methods in [("/api/kbs", {"GET", "HEAD", "POST"}), ("/api/entries", {"GET", "HEAD", "POST"}),
+                              ("/api/entries/notes/x", {"GET", "HEAD", "PATCH", "DELETE"})]:
+            r = c.options(path)
+            assert r.status_code == 405 and set(r.json()) == {"error"}
+            assert {m.strip() for m in r.headers["allow"].split(",")} == methods, (path, r.headers["allow"])
+        doc = c.get("/api/openapi.json").json()
+        assert "security" not in doc and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        for ops in doc["paths"].values():
+            for op in ops.values():
+                assert {"400", "401", "405", "500"} <= set(op["responses"]), op["operationId"]

@@ -83,7 +83,7 @@ def query_int(request: Request, name: str, default: int | None, *, low: int, hig
     value = _query_number(request, name, "an integer")
     if value is None:
         return default
-    if not float(value).is_integer():
+    if isinstance(value, float) and not value.is_integer():
         raise InputError(f"query parameter {name!r} must be an integer")
     number = int(value)
     if not low <= number <= high:
