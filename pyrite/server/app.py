@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from pyrite.config import Settings
@@ -22,8 +22,8 @@ from pyrite.errors import (ConfigError, ConflictError, EmbeddingError, NotFoundE
                            ValidationError)
 from pyrite.server import routes
 from pyrite.server.hub import EventHub
-from pyrite.server.inputs import InputError
-from pyrite.server.middleware import BodyLimit, HostCheck, JSONOnly, SameOrigin, TokenAuth
+from pyrite.server.inputs import InputError, MediaTypeError
+from pyrite.server.middleware import BodyLimit, HostCheck, SameOrigin, TokenAuth
 from pyrite.server.openapi import openapi_document
 from pyrite.worker import EmbeddingWorker
 
@@ -32,6 +32,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 # Which status each pyrite error becomes; the most specific class wins.
 ERROR_STATUS: list[tuple[type[PyriteError], int]] = [
+    (MediaTypeError, 415),
     (InputError, 422),
     (ValidationError, 400),
     (NotFoundError, 404),
@@ -60,23 +61,36 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(token=request.app.state.token_required))
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def resource(path: str, **handlers: Endpoint) -> Route:
+    """One Route for a path with a handler per method, so a 405 (and OPTIONS) lists every method served there."""
+    by_method = {method.upper(): handler for method, handler in handlers.items()}
+    if "GET" in by_method:
+        by_method.setdefault("HEAD", by_method["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    dispatch.__name__ = "_".join(h.__name__ for h in handlers.values())
+    return Route(path, dispatch, methods=list(by_method))
 
 
 ROUTES = [
-    Route("/api/health", routes.health, methods=["GET"]),
-    Route("/api/kbs", routes.list_kbs, methods=["GET"]),
-    Route("/api/kbs", routes.create_kb, methods=["POST"]),
-    Route("/api/entries", routes.list_entries, methods=["GET"]),
-    Route("/api/entries", routes.create_entry, methods=["POST"]),
-    Route("/api/entries/{kb}/{entry_id:path}", routes.get_entry, methods=["GET"]),
-    Route("/api/entries/{kb}/{entry_id:path}", routes.update_entry, methods=["PATCH"]),
-    Route("/api/entries/{kb}/{entry_id:path}", routes.delete_entry, methods=["DELETE"]),
-    Route("/api/search", routes.search, methods=["GET"]),
-    Route("/api/index/embed-status", routes.embed_status, methods=["GET"]),
-    Route("/api/index/embed/requeue", routes.requeue, methods=["POST"]),
-    Route("/api/index/embed/failed", routes.failed, methods=["GET"]),
-    Route("/api/openapi.json", openapi, methods=["GET"]),
+    resource("/api/health", get=routes.health),
+    resource("/api/kbs", get=routes.list_kbs, post=routes.create_kb),
+    resource("/api/entries", get=routes.list_entries, post=routes.create_entry),
+    resource("/api/entries/{kb}/{entry_id:path}", get=routes.get_entry, patch=routes.update_entry,
+             delete=routes.delete_entry),
+    resource("/api/search", get=routes.search),
+    resource("/api/index/embed-status", get=routes.embed_status),
+    resource("/api/index/embed/requeue", post=routes.requeue),
+    resource("/api/index/embed/failed", get=routes.failed),
+    resource("/api/openapi.json", get=openapi),
     WebSocketRoute("/ws", routes.websocket),
 ]
 
@@ -125,14 +139,15 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
                                      allow_methods=["GET", "POST", "PATCH", "DELETE"],
                                      allow_headers=["Authorization", "Content-Type"]))
     middleware += [Middleware(TokenAuth, token=settings.api_token),
-                   Middleware(JSONOnly),
                    Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={PyriteError: pyrite_error, HTTPException: http_error, Exception: server_error},
     )
+    app.state.token_required = settings.api_token is not None
+    return app
 
 
 async def _run_worker(worker: EmbeddingWorker) -> None:

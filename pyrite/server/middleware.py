@@ -1,5 +1,5 @@
-"""ASGI middleware: which hosts and web pages may call the server, bearer-token access, JSON bodies only,
-and the request body size limit."""
+"""ASGI middleware: which hosts and web pages may call the server, bearer-token access, and the request body
+size limit. (JSON-only bodies are checked where a route reads one: server/inputs.py.)"""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ async def _json(send: Send, status: int, message: str, headers: list[tuple[bytes
 
 # Names only this machine answers to; a DNS-rebinding page reaches 127.0.0.1 under a name of its own.
 LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
-JSON_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str,
@@ -115,24 +114,6 @@ class SameOrigin:
     def _own(scope: Scope, headers: Headers) -> str:
         scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
         return f"{scheme}://{headers.get('host', '')}".lower()
-
-
-class JSONOnly:
-    """Refuse POST, PUT and PATCH requests whose Content-Type is not application/json (415).
-
-    Web pages can send text/plain and form bodies to any address without asking; JSON they cannot.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in JSON_METHODS:
-            media = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
-            if media != "application/json":
-                await _json(send, 415, f"Content-Type must be application/json, not {media[:60] or 'missing'!r}")
-                return
-        await self.app(scope, receive, send)
 
 
 class TokenAuth:

@@ -12,13 +12,16 @@ from starlette.websockets import WebSocket
 from pyrite import __version__
 from pyrite.core import Pyrite
 from pyrite.names import check_entry_id, check_kb_name
-from pyrite.server.inputs import InputError, json_object, query_float, query_int
+from pyrite.server.inputs import (INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES,
+                                  WAIT_MAX, InputError, json_object, query_choice, query_float,
+                                  query_int, query_kb, query_text)
 from pyrite.services.search_service import LIMIT_MAX, MODES
 
 ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "kb": (str,), "title": (str,), "body": (str, type(None)), "tags": (list, type(None)),
     "type": (str, type(None)), "meta": (dict, type(None)),
 }
+KB_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "path": (str, type(None)), "create": (bool, type(None))}
 PATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "title": (str, type(None)), "body": (str, type(None)), "tags": (list, type(None)),
     "type": (str, type(None)), "meta": (dict, type(None)),
@@ -66,19 +69,16 @@ async def list_kbs(request: Request) -> JSONResponse:
 
 
 async def create_kb(request: Request) -> JSONResponse:
-    data = await json_object(request, {"name": (str,), "path": (str, type(None)), "create": (bool, type(None))},
-                             required=("name",))
+    data = await json_object(request, KB_FIELDS, required=("name",))
     kb = await _call(request, _core(request).kbs.create_kb, data["name"], data.get("path"),
                      create=bool(data.get("create")))
     return JSONResponse(kb.to_dict(), status_code=201)
 
 
 async def list_entries(request: Request) -> JSONResponse:
-    kb = request.query_params.get("kb")
-    if not kb:
-        raise InputError("query parameter 'kb' is required")
-    limit = query_int(request, "limit", 100, low=1, high=10_000)
-    offset = query_int(request, "offset", 0, low=0, high=10**9) or 0
+    kb = query_kb(request, required=True)
+    limit = query_int(request, "limit", 100, low=1, high=LIST_LIMIT_MAX)
+    offset = query_int(request, "offset", 0, low=0, high=INT64_MAX) or 0
     entries = await _call(request, _core(request).kbs.list_entries, kb, limit=limit, offset=offset)
     return JSONResponse({"entries": [e.to_dict(with_body=False) for e in entries]})
 
@@ -112,22 +112,17 @@ async def delete_entry(request: Request) -> JSONResponse:
 
 
 async def search(request: Request) -> JSONResponse:
-    params = request.query_params
-    query = params.get("q")
-    if query is None:
-        raise InputError("query parameter 'q' is required")
-    mode = params.get("mode") or None
-    if mode is not None and mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}")
+    query = query_text(request, "q", QUERY_PARAM_MAX)
+    mode = query_choice(request, "mode", MODES)
     limit = query_int(request, "limit", 10, low=1, high=LIMIT_MAX) or 10
-    wait = query_float(request, "wait", low=0, high=300)
-    answer = await _call(request, _core(request).search.search, query, kb=params.get("kb") or None, mode=mode,
+    wait = query_float(request, "wait", low=0, high=WAIT_MAX)
+    answer = await _call(request, _core(request).search.search, query, kb=query_kb(request), mode=mode,
                          limit=limit, wait=wait)
     return JSONResponse(answer)
 
 
 async def embed_status(request: Request) -> JSONResponse:
-    kb = request.query_params.get("kb") or None
+    kb = query_kb(request)
     if kb is not None:
         await _call(request, _core(request).kbs.get_kb, kb)
     return JSONResponse(await _call(request, _core(request).embedding.status, kb))
@@ -140,14 +135,14 @@ async def requeue(request: Request) -> JSONResponse:
     kb = data.get("kb")
     if kb is not None:
         await _call(request, core.kbs.get_kb, kb)
-    status = data.get("status") or ["failed"]
-    statuses = [status] if isinstance(status, str) else status
-    bad = [s for s in statuses if s not in ("failed", "done", "skipped")]
+    status = data.get("status")
+    statuses = [status] if isinstance(status, str) else (status or ["failed"])
+    bad = [s for s in statuses if s not in REQUEUE_STATUSES]
     if bad:
         raise InputError(f"status must be failed, done or skipped, not {bad[0]!r}")
     limit = data.get("limit")
-    if limit is not None and not 1 <= limit <= 10**9:
-        raise InputError("limit must be from 1 to 1000000000")
+    if limit is not None and not 1 <= limit <= REQUEUE_LIMIT_MAX:
+        raise InputError(f"limit must be from 1 to {REQUEUE_LIMIT_MAX}")
     queued = await _call(request, core.embedding.requeue, kb=kb, statuses=statuses,
                          only_missing=bool(data.get("only_missing")), limit=limit)
     worker = request.app.state.worker
@@ -157,10 +152,10 @@ async def requeue(request: Request) -> JSONResponse:
 
 
 async def failed(request: Request) -> JSONResponse:
-    kb = request.query_params.get("kb") or None
+    kb = query_kb(request)
     if kb is not None:
         await _call(request, _core(request).kbs.get_kb, kb)
-    limit = query_int(request, "limit", 100, low=1, high=10_000) or 100
+    limit = query_int(request, "limit", 100, low=1, high=LIST_LIMIT_MAX) or 100
     items = await _call(request, _core(request).embedding.failed, kb, limit=limit)
     return JSONResponse({"failed": items})
 
