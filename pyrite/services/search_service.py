@@ -63,6 +63,11 @@ class SearchService:
         self.db = db
         self.embedding = embedding
 
+    @property
+    def timeout(self) -> float:
+        """The time budget of a search's index work, seconds (setting search_timeout)."""
+        return self.embedding.settings.search_timeout
+
     def search(self, query: str, *, kb: str | None = None, mode: str | None = None, limit: int = 10,
                wait: float | None = None, budget: float | None = None) -> dict[str, Any]:
         """Ranked results with score and snippet, plus how many entries still wait for embeddings.
@@ -93,7 +98,7 @@ class SearchService:
             mode = "keyword"
         if mode != "keyword":
             notes.extend(self._model_notes())
-        seconds = self.embedding.settings.search_timeout if budget is None else budget
+        seconds = self.timeout if budget is None else budget
         try:
             vec = self.embedding.embed_query(query[:EMBED_QUERY_MAX]) if mode != "keyword" else None
             results, pending = self._run(query, kb, mode, limit, vec, seconds)
