@@ -23,6 +23,7 @@ from pyrite.services.search_service import EMBED_QUERY_MAX
 from pyrite.storage import migrations, passages
 from pyrite.storage.db import Database
 from tests.conftest import pyrite_cmd
+from tests.test_mcp import error_text, run_session  # the MCP SDK client over a real `pyrite mcp`
 
 WORD = "zyxomorph"  # a word found only deep inside the big entries
 
@@ -276,3 +277,17 @@ def test_semantic_query_reaching_the_model_is_bounded(pyrite_home: Path) -> None
         assert embedder.texts and max(len(t) for t in embedder.texts) <= EMBED_QUERY_MAX
     finally:
         core.close()
+
+
+@pytest.mark.slow
+def test_mcp_search_over_budget_is_a_tool_error_with_the_reason(pyrite_home: Path) -> None:
+    core = Pyrite(load_settings())
+    core.kbs.create_kb("notes")
+    core.kbs.create_entry("notes", "Zebra", "a zebra")
+    core.close()
+    (pyrite_home / "config.yaml").write_text("search_timeout: 0.000000001\n")
+
+    async def body(client: object) -> object:
+        return await client.call_tool("kb_search", {"query": "zebra"})  # type: ignore[attr-defined]
+
+    assert "time budget" in error_text(run_session(pyrite_home, body))
