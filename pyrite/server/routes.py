@@ -26,9 +26,9 @@ PATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "title": (str, type(None)), "body": (str, type(None)), "tags": (list, type(None)),
     "type": (str, type(None)), "meta": (dict, type(None)),
 }
-
 # Searches run at most this many at once, so a flood of them leaves the other routes' threads free.
 SEARCH_SLOTS = 4
+
 
 def _core(request: Request | WebSocket) -> Pyrite:
     return request.app.state.core
