@@ -104,6 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
             "batches in flight per worker (default 1 local, 4 remote)"),
     Setting("vector_index_min", "PYRITE_VECTOR_INDEX_MIN", 20_000, _positive_int,
             "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
+    Setting("search_timeout", "PYRITE_SEARCH_TIMEOUT", 5.0, _positive_float,
+            "longest a search may take, seconds, waiting for a turn included (the server then answers 503)"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
     Setting("allowed_hosts", "PYRITE_ALLOWED_HOSTS", (), _hosts,
@@ -134,6 +136,7 @@ class Settings:
     embed_timeout: float = 60.0
     embed_concurrency: int | None = None
     vector_index_min: int = 20_000
+    search_timeout: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()

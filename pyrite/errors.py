@@ -21,6 +21,12 @@ class ConfigError(PyriteError):
     """The settings are wrong or a required piece (driver, provider) is missing."""
 
 
+class BusyError(PyriteError):
+    """The request ran out of its time budget (or waited that long for a turn); try again shortly."""
+
+    retry_after = 1
+
+
 class EmbeddingError(PyriteError):
     """An embedding provider failed; `retryable` and `per_input` guide the queue."""
 

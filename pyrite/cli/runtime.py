@@ -117,7 +117,7 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
     settings = settings.with_overrides(allowed_hosts=_served_hosts(host, settings.allowed_hosts))
     import uvicorn
 
-    from pyrite.server.app import create_app
+    from pyrite.server.app import SHUTDOWN_GRACE_S, create_app
 
     _Server = _server_class()
 
@@ -128,7 +128,7 @@ def serve(ctx: click.Context, host: str, port: int, no_worker: bool, log_level: 
     click.echo(f"pyrite serving {settings.home} on http://{host}:{port} "
                f"({'no worker' if no_worker else 'with embedding worker'})", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                            timeout_graceful_shutdown=15)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     _Server(config).run()
 
 

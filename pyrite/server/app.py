@@ -18,8 +18,8 @@ from starlette.routing import Route, WebSocketRoute
 
 from pyrite.config import Settings
 from pyrite.core import Pyrite
-from pyrite.errors import (ConfigError, ConflictError, EmbeddingError, NotFoundError, PyriteError, StorageError,
-                           ValidationError)
+from pyrite.errors import (BusyError, ConfigError, ConflictError, EmbeddingError, NotFoundError, PyriteError,
+                           StorageError, ValidationError)
 from pyrite.server import routes
 from pyrite.server.hub import EventHub
 from pyrite.server.inputs import InputError, MediaTypeError
@@ -39,6 +39,7 @@ ERROR_STATUS: list[tuple[type[PyriteError], int]] = [
     (ConflictError, 409),
     (StorageError, 409),  # the KB's folder refuses the write (read-only, full): its state, not the request
     (EmbeddingError, 502),
+    (BusyError, 503),
     (ConfigError, 503),
     (PyriteError, 400),
 ]
@@ -46,7 +47,8 @@ ERROR_STATUS: list[tuple[type[PyriteError], int]] = [
 
 async def pyrite_error(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in ERROR_STATUS if isinstance(exc, cls))
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:

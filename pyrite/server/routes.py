@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,6 +13,7 @@ from starlette.websockets import WebSocket
 
 from pyrite import __version__
 from pyrite.core import Pyrite
+from pyrite.errors import BusyError
 from pyrite.names import check_entry_id, check_kb_name
 from pyrite.server.inputs import (INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES,
                                   WAIT_MAX, InputError, json_object, query_choice, query_float,
@@ -26,6 +29,8 @@ PATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "title": (str, type(None)), "body": (str, type(None)), "tags": (list, type(None)),
     "type": (str, type(None)), "meta": (dict, type(None)),
 }
+# Searches run at most this many at once, so a flood of them leaves the other routes' threads free.
+SEARCH_SLOTS = 4
 
 
 def _core(request: Request | WebSocket) -> Pyrite:
@@ -116,9 +121,37 @@ async def search(request: Request) -> JSONResponse:
     mode = query_choice(request, "mode", MODES)
     limit = query_int(request, "limit", 10, low=1, high=LIMIT_MAX) or 10
     wait = query_float(request, "wait", low=0, high=WAIT_MAX)
-    answer = await _call(request, _core(request).search.search, query, kb=query_kb(request), mode=mode,
-                         limit=limit, wait=wait)
+    kb = query_kb(request)
+    service = _core(request).search
+    # Waiting for embeddings (asked for, up to WAIT_MAX s) holds no search slot.
+    notes = await _call(request, service.wait_notes, kb, wait) if wait else []
+    answer = await _search_turn(request, service.search, query, kb=kb, mode=mode, limit=limit)
+    answer["notes"][:0] = notes
     return JSONResponse(answer)
+
+
+async def _search_turn(request: Request, fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
+                       ) -> dict[str, Any]:
+    """Run a search in one of SEARCH_SLOTS threads within its time budget, the wait for a slot included."""
+    state = request.app.state
+    if getattr(state, "search_slots", None) is None:
+        state.search_slots = anyio.CapacityLimiter(SEARCH_SLOTS)
+    seconds = _core(request).search.timeout
+    started = time.monotonic()
+    try:
+        state.search_slots.acquire_nowait()
+    except anyio.WouldBlock:
+        with anyio.move_on_after(seconds) as scope:
+            await state.search_slots.acquire()
+        if scope.cancelled_caught:
+            raise BusyError(f"the server is busy with other searches: no search slot came free within the "
+                            f"search budget of {seconds:g}s (setting search_timeout, env PYRITE_SEARCH_TIMEOUT); "
+                            "try again shortly")
+    try:
+        left = seconds - (time.monotonic() - started)  # at or below 0 the search answers BusyError at once
+        return await run_in_threadpool(fn, *args, budget=left, **kwargs)
+    finally:
+        state.search_slots.release()
 
 
 async def embed_status(request: Request) -> JSONResponse:

@@ -19,7 +19,7 @@ from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageErro
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
 from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
-from pyrite.storage import events, files, queue, vectors
+from pyrite.storage import events, files, passages, queue, vectors
 from pyrite.storage.db import Database
 
 TITLE_MAX = 500
@@ -270,6 +270,7 @@ class KBService:
         with self.db.write() as conn:
             rowids = [r[0] for r in conn.execute("SELECT rowid FROM entries WHERE kb = ?", (name,))]
             vectors.delete_entries(conn, rowids)
+            passages.delete(conn, rowids)
             vectors.forget_kb(conn, name)
             conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
@@ -579,7 +580,7 @@ class KBService:
     # -- the one write transaction --------------------------------------------
 
     def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str) -> int:
-        """Upsert the entries row (FTS follows by trigger), its queue row and an event; return the rowid."""
+        """Upsert the entries row (FTS follows by trigger), its passages, queue row and an event; return the rowid."""
         rowid = conn.execute(
             """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
                                     file_hash, file_mtime_ns, file_size)
@@ -594,6 +595,7 @@ class KBService:
              json.dumps(entry.tags, ensure_ascii=False), json.dumps(entry.meta, ensure_ascii=False),
              entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
         ).fetchone()[0]
+        passages.write(conn, rowid, entry.body)
         now = time.time()
         if self.model_id:
             text = embed_text(entry.title, entry.body)
@@ -659,6 +661,7 @@ class KBService:
             if row is None:
                 continue
             vectors.delete_entries(conn, [row[0]])
+            passages.delete(conn, [row[0]])
             queue.delete(conn, [row[0]])
             conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
             events.append(conn, "entry_deleted", kb=kb, entry_id=entry_id, now=now)

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pyrite.errors import EmbeddingError, NotFoundError, ValidationError
 from pyrite.names import check_kb_name
 from pyrite.services.embedding_service import EmbeddingService
 from pyrite.services.kb_service import check_text
-from pyrite.storage import queue, vectors
-from pyrite.storage.db import Database, OperationalError
+from pyrite.storage import passages, queue, vectors
+from pyrite.storage.db import Database, OperationalError, check_deadline
 
 MODES = ("keyword", "semantic", "hybrid")
 LIMIT_MAX = 1000
 QUERY_MAX = 10_000
+# What of a query reaches the embedding model: more than any model's window needs, and a remote call stays small.
+EMBED_QUERY_MAX = 2_000
 TERMS_MAX = 64
 RRF_K = 60
 WAIT_MAX = 300.0
 # bm25 column weights: title, body, tags.
 WEIGHTS = (10.0, 1.0, 5.0)
-SNIPPET_TOKENS = 16
-SNIPPET_SQL = f"snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS})"  # matched words in bold
+SNIPPET_TOKENS = passages.SNIPPET_TOKENS
+# Matched words in bold. Only over entries without passages: their bodies are at most passages.LONG_BODY long.
+SNIPPET_SQL = f"snippet(entries_fts, -1, '**', '**', '…', {SNIPPET_TOKENS})"
+PREVIEW_CHARS = 160
 
 
 def fts_query(text: str, *, any_term: bool = False) -> str | None:
@@ -46,21 +51,40 @@ def check_wait(wait: Any) -> float:
     return float(wait)  # NaN fails the range check above: it compares false to everything
 
 
-def _snippet_from_body(body: str, size: int = 160) -> str:
-    text = " ".join(body.split())
-    return text if len(text) <= size else text[:size].rsplit(" ", 1)[0] + "…"
+def one_line(text: str) -> str:
+    """text with every run of whitespace (newlines included) made one space: snippets are one line everywhere."""
+    return " ".join(text.split())
+
+
+def _preview(start: str, size: int = PREVIEW_CHARS) -> str:
+    """A one-line preview from the start of a body (`start` holds its first 2 x size characters)."""
+    text = one_line(start)
+    return text if len(text) <= size and len(start) < 2 * size else text[:size].rsplit(" ", 1)[0] + "…"
 
 
 class SearchService:
-    """Search over one or all KBs; every mode answers with results or a clear error, never a crash."""
+    """Search over one or all KBs; every mode answers with results or a clear error, never a crash.
+
+    A search's index work has a time budget (setting search_timeout): past it, BusyError. Its cost does
+    not grow with entry sizes: ranking reads no body, and snippets come from bounded text (see passages).
+    """
 
     def __init__(self, db: Database, embedding: EmbeddingService) -> None:
         self.db = db
         self.embedding = embedding
 
+    @property
+    def timeout(self) -> float:
+        """The time budget of a search's index work, seconds (setting search_timeout)."""
+        return self.embedding.settings.search_timeout
+
     def search(self, query: str, *, kb: str | None = None, mode: str | None = None, limit: int = 10,
-               wait: float | None = None) -> dict[str, Any]:
-        """Ranked results with score and snippet, plus how many entries still wait for embeddings."""
+               wait: float | None = None, budget: float | None = None) -> dict[str, Any]:
+        """Ranked results with score and snippet, plus how many entries still wait for embeddings.
+
+        budget: seconds for the index work (default the search_timeout setting); past it, BusyError.
+        The query's embedding and the `wait` for pending embeddings are not counted.
+        """
         if not isinstance(query, str) or not query.strip():
             raise ValidationError("the search query is empty")
         if len(query) > QUERY_MAX:
@@ -74,13 +98,7 @@ class SearchService:
             raise ValidationError(f"limit must be a whole number from 1 to {LIMIT_MAX}")
         if mode is not None and mode not in MODES:
             raise ValidationError(f"mode must be one of {', '.join(MODES)}")
-        wait = check_wait(wait)
-        notes: list[str] = []
-        if wait:
-            left = self.embedding.wait_for(kb, timeout=wait)
-            if left:
-                notes.append(f"{left} {'entry was' if left == 1 else 'entries were'} still waiting for embeddings "
-                             f"after {wait:g}s")
+        notes = self.wait_notes(kb, wait)
         semantic_ok = self.embedding.enabled
         if mode is None:
             mode = "hybrid" if semantic_ok and self._has_vectors() else "keyword"
@@ -90,104 +108,140 @@ class SearchService:
             mode = "keyword"
         if mode != "keyword":
             notes.extend(self._model_notes())
+        seconds = self.timeout if budget is None else budget
         try:
-            if mode == "keyword":
-                results = self._keyword(query, kb, limit)
-            elif mode == "semantic":
-                results = self._semantic(query, kb, limit)
-            else:
-                results = self._hybrid(query, kb, limit)
+            vec = self.embedding.embed_query(query[:EMBED_QUERY_MAX]) if mode != "keyword" else None
+            results, pending = self._run(query, kb, mode, limit, vec, seconds)
         except EmbeddingError as exc:
             notes.append(f"semantic search failed ({exc}); showing keyword results")
             mode = "keyword"
-            results = self._keyword(query, kb, limit)
-        pending = queue.outstanding(self.db.conn, kb) if semantic_ok else 0
+            results, pending = self._run(query, kb, mode, limit, None, seconds)
         if pending and mode != "keyword":
             notes.append(f"{pending} entries are not embedded yet and can only be found by keyword")
         return {"query": query, "mode": mode, "kb": kb, "results": results, "pending": pending, "notes": notes}
 
+    def wait_notes(self, kb: str | None, wait: float | None) -> list[str]:
+        """Wait up to `wait` seconds (checked by check_wait) for kb's pending embeddings; a note if some are left."""
+        wait = check_wait(wait)
+        if not wait:
+            return []
+        left = self.embedding.wait_for(kb, timeout=wait)
+        if not left:
+            return []
+        return [f"{left} {'entry was' if left == 1 else 'entries were'} still waiting for embeddings after {wait:g}s"]
+
+    def _run(self, query: str, kb: str | None, mode: str, limit: int, vec: Any, seconds: float
+             ) -> tuple[list[dict[str, Any]], int]:
+        """The results of one mode and the count of entries not embedded, within `seconds` of index work."""
+        at = time.monotonic() + seconds
+        message = (f"the search ran out of its time budget of {seconds:g}s (setting search_timeout, env "
+                   "PYRITE_SEARCH_TIMEOUT); try again, or narrow it with rarer words or --kb")
+        with self.db.deadline(at, message):
+            if mode == "keyword":
+                results = self._keyword(query, kb, limit, (at, message))
+            elif mode == "semantic":
+                results = self._semantic(vec, kb, limit)
+            else:
+                results = self._hybrid(query, vec, kb, limit, (at, message))
+            pending = queue.outstanding(self.db.conn, kb) if self.embedding.enabled else 0
+        return results, pending
+
     # -- modes ---------------------------------------------------------------------
 
-    def _keyword(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
-        _, rows = self._fts_ranked(query, kb, limit)
+    def _keyword(self, query: str, kb: str | None, limit: int, deadline: tuple[float, str]) -> list[dict[str, Any]]:
+        match, ranked = self._fts_ranked(query, kb, limit)
+        rows = self._rows([rowid for rowid, _ in ranked])
+        snippets = self._snippets(query, match, [rowid for rowid, _ in ranked], deadline)
         # Significant digits, not decimals: bm25 of a common word is tiny but still ranks.
-        return [self._result(r, score=float(f"{-r['rank']:.6g}"), snippet=r["snip"]) for r in rows]
+        return [self._result(rows[rowid], score=float(f"{-rank:.6g}"), snippet=snippets.get(rowid))
+                for rowid, rank in ranked if rowid in rows]
 
-    def _fts_ranked(self, query: str, kb: str | None, limit: int, *, snippets: bool = True) -> tuple[str, list[Any]]:
-        """bm25-ranked rows having every word of query, or else any of them; and the MATCH that found them."""
+    def _fts_ranked(self, query: str, kb: str | None, limit: int) -> tuple[str, list[tuple[int, float]]]:
+        """(rowid, bm25) of the entries having every word of query, or else any of them; and the MATCH used."""
         match = fts_query(query)
         if match is None:
             return "", []
-        rows = self._fts(match, kb, limit, snippets)
+        rows = self._fts(match, kb, limit)
         if not rows and " " in match:
             match = fts_query(query, any_term=True) or match
-            rows = self._fts(match, kb, limit, snippets)
+            rows = self._fts(match, kb, limit)
         return match, rows
 
-    def _fts(self, match: str, kb: str | None, limit: int, snippets: bool = True) -> list[Any]:
-        # A snippet costs ~0.1 ms per row: hybrid search ranks 30 rows and asks snippets of the few it keeps.
-        snip = SNIPPET_SQL if snippets else "NULL"
-        sql = (
-            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, "
-            f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)}) AS rank, {snip} AS snip "
+    def _fts(self, match: str, kb: str | None, limit: int) -> list[tuple[int, float]]:
+        # Only rowids and ranks: every column the sorter carries is read for every matching row, and a
+        # snippet or body there cost as much per row as per result.
+        rank = f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)})"
+        if kb is None:
+            sql = f"SELECT rowid, {rank} AS rank FROM entries_fts WHERE entries_fts MATCH ?"
+            params: list[Any] = [match]
+        else:
             # CROSS JOIN keeps the full-text index as the outer loop: with a plain JOIN and a KB filter,
             # SQLite walks the KB's entries and runs the MATCH once per entry (seconds at 10,000 entries).
-            "FROM entries_fts CROSS JOIN entries e ON e.rowid = entries_fts.rowid "
-            "LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE entries_fts MATCH ?"
-        )
-        params: list[Any] = [match]
-        if kb is not None:
-            sql += " AND e.kb = ?"
-            params.append(kb)
-        sql += " ORDER BY rank LIMIT ?"
-        params.append(limit)
+            sql = (f"SELECT e.rowid, {rank} AS rank FROM entries_fts CROSS JOIN entries e "
+                   "ON e.rowid = entries_fts.rowid WHERE entries_fts MATCH ? AND e.kb = ?")
+            params = [match, kb]
         try:
-            return self.db.query(sql, params)
-        except OperationalError as exc:  # the quoting above should make this unreachable
+            return [(r[0], r[1]) for r in self.db.query(sql + " ORDER BY rank LIMIT ?", [*params, limit])]
+        except OperationalError as exc:
+            if "interrupt" in str(exc):
+                raise  # the deadline's: Database.deadline turns it into BusyError
             raise ValidationError(f"cannot search for {query_preview(match)}: {exc}") from None
 
-    def _snippets(self, match: str, rowids: list[int]) -> dict[int, str]:
-        """FTS snippets of these rows for match."""
-        if not rowids:
+    def _snippets(self, query: str, match: str, rowids: list[int], deadline: tuple[float, str]) -> dict[int, str]:
+        """Snippets of these rows for match: a long entry's from its best passage (any word if none has all)."""
+        if not rowids or not match:
             return {}
-        rows = self.db.query(
-            f"SELECT rowid, {SNIPPET_SQL} FROM entries_fts "
-            f"WHERE entries_fts MATCH ? AND rowid IN ({','.join('?' * len(rowids))})", [match, *rowids])
-        return {r[0]: r[1] for r in rows}
+        conn = self.db.conn
+        long = passages.long_entries(conn, rowids)
+        short = [r for r in rowids if r not in long]
+        out: dict[int, str] = {}
+        if short:
+            rows = self.db.query(
+                f"SELECT rowid, {SNIPPET_SQL} FROM entries_fts "
+                f"WHERE entries_fts MATCH ? AND rowid IN ({','.join('?' * len(short))})", [match, *short])
+            out.update({r[0]: r[1] for r in rows})
+        any_term = fts_query(query, any_term=True)
+        for rowid in (r for r in rowids if r in long):
+            check_deadline(*deadline)
+            text = passages.best_snippet(conn, match, rowid)
+            if text is None and any_term and any_term != match:
+                text = passages.best_snippet(conn, any_term, rowid)
+            if text is not None:
+                out[rowid] = text
+        return out
 
-    def _semantic_hits(self, query: str, kb: str | None, limit: int) -> list[tuple[int, float]]:
-        vec = self.embedding.embed_query(query)
-        return vectors.knn(self.db.conn, vec, model=self.embedding.model_id, limit=limit, kb=kb)
-
-    def _semantic(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
-        hits = self._semantic_hits(query, kb, limit)
+    def _semantic(self, vec: Any, kb: str | None, limit: int) -> list[dict[str, Any]]:
+        hits = vectors.knn(self.db.conn, vec, model=self.embedding.model_id, limit=limit, kb=kb)
         rows = self._rows([h[0] for h in hits])
         return [self._result(rows[rowid], score=round(1.0 - dist, 4))
                 for rowid, dist in hits if rowid in rows]
 
-    def _hybrid(self, query: str, kb: str | None, limit: int) -> list[dict[str, Any]]:
+    def _hybrid(self, query: str, vec: Any, kb: str | None, limit: int, deadline: tuple[float, str]
+                ) -> list[dict[str, Any]]:
         depth = min(LIMIT_MAX, max(limit * 3, 30))
-        match, keyword = self._fts_ranked(query, kb, depth, snippets=False)
-        semantic = self._semantic_hits(query, kb, depth)
+        match, keyword = self._fts_ranked(query, kb, depth)
+        semantic = vectors.knn(self.db.conn, vec, model=self.embedding.model_id, limit=depth, kb=kb)
         scores: dict[int, float] = {}
-        for rank, row in enumerate(keyword):
-            scores[row["rowid"]] = scores.get(row["rowid"], 0.0) + 1.0 / (RRF_K + rank + 1)
+        for rank, (rowid, _bm25) in enumerate(keyword):
+            scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
         for rank, (rowid, _dist) in enumerate(semantic):
             scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(scores.items(), key=lambda item: -item[1])[:limit]
         rows = self._rows([rowid for rowid, _ in best])
-        matched = {row["rowid"] for row in keyword}
-        snippets = self._snippets(match, [r for r, _ in best if r in matched])
+        matched = {rowid for rowid, _ in keyword}
+        snippets = self._snippets(query, match, [r for r, _ in best if r in matched], deadline)
         return [self._result(rows[rowid], score=round(score, 6), snippet=snippets.get(rowid))
                 for rowid, score in best if rowid in rows]
 
     # -- helpers ------------------------------------------------------------------------
 
     def _rows(self, rowids: list[int]) -> dict[int, Any]:
+        """The result fields of these entries, with the start of the body (never the whole body) as `preview`."""
         if not rowids:
             return {}
         rows = self.db.query(
-            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status FROM entries e "
+            f"SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, q.status, "
+            f"{passages.preview_sql('e', 2 * PREVIEW_CHARS)} AS preview FROM entries e "
             f"LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE e.rowid IN ({','.join('?' * len(rowids))})",
             rowids)
         return {r["rowid"]: r for r in rows}
@@ -195,7 +249,7 @@ class SearchService:
     @staticmethod
     def _result(row: Any, *, score: float, snippet: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": row["id"], "kb": row["kb"], "title": row["title"], "score": score,
-                               "snippet": snippet if snippet else _snippet_from_body(row["body"]),
+                               "snippet": one_line(snippet) if snippet else _preview(row["preview"]),
                                "type": row["type"], "tags": json.loads(row["tags"])}
         if row["status"] not in (None, "done"):
             out["embedding_status"] = row["status"]

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     sqlite_vec = None
 
-from pyrite.errors import ConfigError
+from pyrite.errors import BusyError, ConfigError
 from pyrite.storage.migrations import migrate as run_migrations
 from pyrite.storage.migrations import schema_problem
 
@@ -33,6 +33,8 @@ MMAP_BYTES = 1 << 30  # address space only; the OS pages it in and out
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 WORKER_CHECKPOINT_EVERY_S = 0.5  # a worker's checkpoints between batches (see checkpoint_if_due)
 WAL_SIZE_LIMIT = 64 << 20
+# SQLite calls a deadline's progress handler every this many virtual-machine steps (~0.1 ms of work).
+DEADLINE_STEPS = 1000
 VEC_HELP = (
     "semantic search needs the sqlite-vec extension and an SQLite driver that can load it: "
     "pip install sqlite-vec pysqlite3-binary (Linux), or use a Python whose sqlite3 "
@@ -101,6 +103,12 @@ def check_index(path: Path) -> None:
                           "of its own (--home DIR or PYRITE_HOME=DIR), or move that file back where it belongs")
     if problem:
         raise unusable_index(path, problem, untouched=True)
+
+
+def check_deadline(at: float | None, message: str) -> None:
+    """Raise BusyError(message) if time.monotonic() is past `at` (None: never)."""
+    if at is not None and time.monotonic() > at:
+        raise BusyError(message)
 
 
 class Database:
@@ -225,6 +233,28 @@ class Database:
             yield
         finally:
             conn.execute(f"pragma cache_size = {int(before)}")
+
+    @contextmanager
+    def deadline(self, at: float | None, message: str) -> Iterator[None]:
+        """Interrupt this thread's statements once time.monotonic() passes `at`: BusyError(message) (None: no limit).
+
+        SQLite checks between steps of its virtual machine, so one long function call (a snippet() of a huge
+        column) is not cut short: callers keep each such call bounded themselves.
+        """
+        if at is None:
+            yield
+            return
+        conn = self.conn
+        conn.set_progress_handler(lambda: time.monotonic() > at, DEADLINE_STEPS)
+        try:
+            check_deadline(at, message)
+            yield
+        except sqlite3.OperationalError as exc:
+            if "interrupt" in str(exc) and time.monotonic() > at:
+                raise BusyError(message) from None
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def query(self, sql: str, params: Any = ()) -> list[Any]:
         """Rows of one read statement on this thread's connection."""

@@ -223,6 +223,56 @@ def m006_vector_entry_metadata(conn: Any) -> None:
     _rebuild_vector_tables(conn)
 
 
+@migration
+def m007_passages(conn: Any) -> None:
+    # Long bodies also get bounded passages, so a snippet never tokenizes a whole body (storage/passages.py).
+    # The rows of existing long entries are cut here by a frozen copy of the splitter: this migration must
+    # do the same thing whatever later versions change.
+    run_script(conn,
+        """
+        CREATE TABLE passages (
+            rowid INTEGER PRIMARY KEY,  -- entry rowid << 16 | passage number
+            body TEXT NOT NULL
+        );
+        CREATE VIRTUAL TABLE passages_fts USING fts5(
+            body,
+            content='passages', content_rowid='rowid',
+            tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN
+            INSERT INTO passages_fts(rowid, body) VALUES (new.rowid, new.body);
+        END;
+        CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
+            INSERT INTO passages_fts(passages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+        END;
+        """
+    )
+    long = [r[0] for r in conn.execute("SELECT rowid FROM entries WHERE length(body) > 4096")]
+    for rowid in long:  # one body in memory at a time
+        body = conn.execute("SELECT body FROM entries WHERE rowid = ?", (rowid,)).fetchone()[0]
+        conn.executemany("INSERT INTO passages (rowid, body) VALUES (?, ?)",
+                         [((rowid << 16) + n, text) for n, text in enumerate(_m007_split(body))])
+
+
+def _m007_split(body: str) -> list[str]:
+    """Frozen copy of passages.split as of m007 (bodies over 4,096 characters, ~1,536-character pieces)."""
+    size = max(1536, -(-len(body) // 65536))
+    out: list[str] = []
+    start = 0
+    while start < len(body):
+        end = start + size
+        if end < len(body):
+            low = start + size // 2
+            cut = body.rfind("\n\n", low, end)
+            if cut < 0:
+                cut = max(body.rfind(" ", low, end), body.rfind("\n", low, end), body.rfind("\t", low, end))
+            end = cut + 1 if cut >= 0 else end
+        if body[start:end].strip():
+            out.append(body[start:end])
+        start = end
+    return out
+
+
 def _rebuild_vector_tables(conn: Any) -> None:
     """Recreate every vec0 table from the exact vectors in chunks (re-queue them without sqlite-vec)."""
     from pyrite.storage import vectors
