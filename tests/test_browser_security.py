@@ -89,10 +89,13 @@ async function crossSite(target, folder) {
   // A text/plain body needs no permission: the old server parsed it as JSON.
   const textPost = await readText(target + '/api/entries',
     {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plain'}, body: plant('planted by text')});
-  // Forms post anywhere. A text/plain form sends name=value unescaped: a JSON object for a careless parser.
-  const kb = JSON.stringify({name: 'planted', path: folder, create: true, pad: ''}).slice(0, -2);
-  const formUrlencoded = await submitForm(target + '/api/kbs', 'application/x-www-form-urlencoded', kb, '"}');
-  const formText = await submitForm(target + '/api/kbs', 'text/plain', kb, '"}');
+  // Forms post anywhere. A text/plain form sends name=value unescaped: a JSON object for a careless parser
+  // (its last string gains the '='; no "create", which the old server did not know and did not need).
+  const asField = obj => JSON.stringify(obj).slice(0, -2);  // + '="}' closes the last string and the object
+  const formUrlencoded = await submitForm(target + '/api/kbs', 'application/x-www-form-urlencoded',
+    asField({name: 'planted', create: true, path: folder}), '"}');
+  const formText = await submitForm(target + '/api/kbs', 'text/plain', asField({name: 'planted2', path: folder}),
+    '"}');
   // JSON needs a preflight, which the server must refuse.
   const jsonPost = await readText(target + '/api/entries',
     {method: 'POST', headers: {'Content-Type': 'application/json'}, body: plant('planted by json')});
