@@ -159,8 +159,8 @@ def browser() -> Iterator[Any]:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), timeout=30_000, args=[
             "--no-proxy-server",
             f"--host-resolver-rules=MAP {EVIL_HOST} 127.0.0.1, MAP {REBIND_HOST} 127.0.0.1",
-            # Chromium's own Local Network Access checks would hide whether pyrite refuses (other browsers
-            # have none): switch them off, so only the server decides.
+            # Chromium's own Local Network Access checks stop the rebinding page's requests in the browser
+            # (they never reach pyrite); other browsers have none. Off, so that only the server decides.
             "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests,"
             "PrivateNetworkAccessSendPreflights",
         ])
@@ -219,6 +219,15 @@ def snapshot(server: Server) -> dict[str, Any]:
             "files": files}
 
 
+def log_mark(server: Server) -> int:
+    """The size of the server's log once it stops growing (uvicorn logs a request just after answering it)."""
+    size, deadline = -1, time.monotonic() + 3
+    while len(server.log()) != size and time.monotonic() < deadline:
+        size = len(server.log())
+        time.sleep(0.2)
+    return size
+
+
 def access_log(server: Server, since: int, expect: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """(method, path, status) of each request uvicorn logged after byte `since` of the server's log, once
     each of `expect` is there (uvicorn logs just after answering) or after a few seconds."""
@@ -234,7 +243,7 @@ def access_log(server: Server, since: int, expect: list[tuple[str, str, int]]) -
 def test_cross_site_page_can_neither_write_nor_read(server: Server, page: Any, attacker: str,
                                                     tmp_path: Path) -> None:
     before = snapshot(server)
-    mark = len(server.log())
+    mark = log_mark(server)
     folder = tmp_path / "planted" / "deep"
     page.goto(attacker)
     out = page.evaluate("([t, f]) => crossSite(t, f)", [server.url, str(folder)])
