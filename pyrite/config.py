@@ -65,6 +65,16 @@ def _provider(value: Any) -> str:
     return text
 
 
+KB_NAMES = ("title", "slug")
+
+
+def _kb_names(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in KB_NAMES:
+        raise ValueError(f"must be one of {', '.join(KB_NAMES)}")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its config key, environment variable, default, parser and help."""
@@ -104,6 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
             "batches in flight per worker (default 1 local, 4 remote)"),
     Setting("vector_index_min", "PYRITE_VECTOR_INDEX_MIN", 20_000, _positive_int,
             "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
+    Setting("kb_names", "PYRITE_KB_NAMES", "title", _kb_names,
+            "how new KBs name the files of new entries: title ('Core plugins.md') or slug ('core-plugins.md')"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
     Setting("allowed_hosts", "PYRITE_ALLOWED_HOSTS", (), _hosts,
@@ -134,6 +146,7 @@ class Settings:
     embed_timeout: float = 60.0
     embed_concurrency: int | None = None
     vector_index_min: int = 20_000
+    kb_names: str = "title"
     max_body_bytes: int = 10 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
