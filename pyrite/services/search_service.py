@@ -128,7 +128,7 @@ class SearchService:
         # A snippet costs ~0.1 ms per row: hybrid search ranks 30 rows and asks snippets of the few it keeps.
         snip = SNIPPET_SQL if snippets else "NULL"
         sql = (
-            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, "
+            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, e.path, "
             f"bm25(entries_fts, {', '.join(str(w) for w in WEIGHTS)}) AS rank, {snip} AS snip "
             # CROSS JOIN keeps the full-text index as the outer loop: with a plain JOIN and a KB filter,
             # SQLite walks the KB's entries and runs the MATCH once per entry (seconds at 10,000 entries).
@@ -187,14 +187,15 @@ class SearchService:
         if not rowids:
             return {}
         rows = self.db.query(
-            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status FROM entries e "
+            "SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.body, q.status, e.path FROM entries e "
             f"LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE e.rowid IN ({','.join('?' * len(rowids))})",
             rowids)
         return {r["rowid"]: r for r in rows}
 
     @staticmethod
     def _result(row: Any, *, score: float, snippet: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": row["id"], "kb": row["kb"], "title": row["title"], "score": score,
+        out: dict[str, Any] = {"id": row["id"], "kb": row["kb"], "path": row["path"], "title": row["title"],
+                               "score": score,
                                "snippet": snippet if snippet else _snippet_from_body(row["body"]),
                                "type": row["type"], "tags": json.loads(row["tags"])}
         if row["status"] not in (None, "done"):
