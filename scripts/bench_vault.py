@@ -55,7 +55,7 @@ MONTHS = ["01 January", "02 February", "03 March", "04 April", "05 May", "06 Jun
 def folder_of(i: int) -> str:
     """Entry i's folder: three levels, some entries one or two levels up (as in real vaults)."""
     a, t, m = AREAS[i % 10], TOPICS[(i // 10) % 10], MONTHS[(i // 100) % 10]
-    depth = (i // 1000) % 10
+    depth = (i // 3) % 10
     if depth == 0:
         return a
     if depth == 1:
