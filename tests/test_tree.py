@@ -331,3 +331,27 @@ def test_migration_keeps_old_kbs_on_slug_names(title_home: Path, tmp_path: Path)
         "EXPLAIN QUERY PLAN SELECT id FROM entries WHERE kb = 'old' AND id = 'X' COLLATE NOCASE"))
     raw.close()
     assert "entries_id_nocase" in plan
+
+
+@pytest.mark.slow
+def test_mcp_creates_in_a_folder_and_reads_path_ids(title_home: Path) -> None:
+    from tests.test_mcp import error_text, run_session, structured
+
+    core = Pyrite(load_settings())
+    core.kbs.create_kb("notes")
+    core.close()
+
+    async def body(client: Any) -> dict[str, Any]:
+        made = structured(await client.call_tool("kb_create", {"kb": "notes", "title": "Core plugins",
+                                                                "folder": "Plugins/Built in"}))
+        got = structured(await client.call_tool("kb_get", {"kb": "notes", "id": "Plugins/Built in/Core plugins"}))
+        bad = error_text(await client.call_tool("kb_create", {"kb": "notes", "title": "x", "folder": "../out"}))
+        hits = structured(await client.call_tool("kb_search", {"kb": "notes", "query": "core", "mode": "keyword"}))
+        return {"made": made, "got": got, "bad": bad, "hits": hits}
+
+    out = run_session(title_home, body)
+    assert out["made"]["id"] == "Plugins/Built in/Core plugins" and out["made"]["path"] == "Plugins/Built in/Core plugins.md"
+    assert out["got"]["title"] == "Core plugins"
+    assert "invalid folder" in out["bad"] and "'..'" in out["bad"]
+    assert [(h["id"], h["path"]) for h in out["hits"]["results"]] == [
+        ("Plugins/Built in/Core plugins", "Plugins/Built in/Core plugins.md")]
