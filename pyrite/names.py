@@ -48,10 +48,12 @@ ID_MAX_BYTES = 1024  # well under PATH_MAX (4096) once the KB folder is in front
 _SUFFIX_BYTES = len(".md")
 
 
+# Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates (undecodable bytes).
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
 def _bad_char(ch: str) -> bool:
-    # Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates (undecodable bytes).
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029) or 0xD800 <= code <= 0xDFFF
+    return _BAD_CHARS.match(ch) is not None
 
 
 def entry_id_problem(entry_id: object) -> str | None:
@@ -62,24 +64,26 @@ def entry_id_problem(entry_id: object) -> str | None:
         return "it is empty"
     if "\\" in entry_id:
         return "'\\' is not a separator; use '/'"
-    if any(_bad_char(ch) for ch in entry_id):
+    if _BAD_CHARS.search(entry_id):
         return "it holds control characters, NUL or undecodable bytes"
-    if len(entry_id.encode("utf-8")) > ID_MAX_BYTES:
+    size = len(entry_id) if entry_id.isascii() else len(entry_id.encode("utf-8"))
+    if size > ID_MAX_BYTES:
         return f"it is longer than {ID_MAX_BYTES} bytes"
     if entry_id.startswith("/"):
         return "it must be relative to the KB folder, not start with '/'"
     segments = entry_id.split("/")
+    last = len(segments) - 1
     for i, segment in enumerate(segments):
         if not segment:
             return "it has an empty segment ('//' or a trailing '/')"
-        if segment in (".", ".."):
-            return f"{segment!r} segments are not allowed"
-        if segment.startswith("."):
-            return f"{segment!r} starts with '.' (hidden files and folders are not indexed)"
-        if segment[-1] in ". ":
+        if segment[0] == "." or segment[-1] in ". ":
+            if segment in (".", ".."):
+                return f"{segment!r} segments are not allowed"
+            if segment[0] == ".":
+                return f"{segment!r} starts with '.' (hidden files and folders are not indexed)"
             return f"{segment!r} ends with a dot or a space (Windows and sync tools drop them)"
-        limit = SEGMENT_MAX_BYTES - (_SUFFIX_BYTES if i == len(segments) - 1 else 0)
-        if len(segment.encode("utf-8")) > limit:
+        limit = SEGMENT_MAX_BYTES - (_SUFFIX_BYTES if i == last else 0)
+        if size > limit and len(segment.encode("utf-8")) > limit:  # only a long id can hold a long name
             return f"a name is longer than {SEGMENT_MAX_BYTES} bytes with '.md'"
     return None
 
