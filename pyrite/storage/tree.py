@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from pathspec import GitIgnoreSpec
 
@@ -72,14 +72,15 @@ def walk(folder: Path, report: Walk | None = None) -> Iterator[TreeFile]:
     root = str(folder)
     real_root = os.path.realpath(root)
     top = os.scandir(root)  # errors here are the caller's: the KB folder itself is gone or unreadable
-    todo: list[tuple[str, str, list[tuple[str, GitIgnoreSpec]], Iterator[os.DirEntry[str]] | None]] = [
+    todo: list[tuple[str, str, list[tuple[str, GitIgnoreSpec]], Any]] = [
         (root, "", [], top)]
     while todo:
         abs_dir, rel_dir, parent_specs, opened = todo.pop()
         spec = _load_spec(abs_dir)
         specs = parent_specs + [(rel_dir, spec)] if spec is not None else parent_specs
         try:
-            items = sorted(opened if opened is not None else os.scandir(abs_dir), key=lambda d: d.name)
+            with opened if opened is not None else os.scandir(abs_dir) as listing:
+                items = list(listing)
         except OSError:
             continue  # removed or unreadable since its parent was listed
         subdirs: list[tuple[str, str]] = []
@@ -113,7 +114,7 @@ def walk(folder: Path, report: Walk | None = None) -> Iterator[TreeFile]:
                 report.problems.append(f"{_printable(rel)}: skipped, the path cannot be an entry id ({problem})")
                 continue
             yield TreeFile(entry_id, rel, item.path, st)
-        # Depth first in name order, so the order of entries is stable from one run to the next.
+        # Depth first, in the folder's own order: nothing depends on it, and sorting 100,000 names costs.
         for abs_sub, rel_sub in reversed(subdirs):
             todo.append((abs_sub, rel_sub, specs, None))
 
