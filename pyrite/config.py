@@ -65,6 +65,16 @@ def _provider(value: Any) -> str:
     return text
 
 
+KB_NAMES = ("title", "slug")
+
+
+def _kb_names(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in KB_NAMES:
+        raise ValueError(f"must be one of {', '.join(KB_NAMES)}")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its config key, environment variable, default, parser and help."""
@@ -106,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
             "vectors a KB needs before semantic search scans only the nearest cells, not all vectors"),
     Setting("search_timeout", "PYRITE_SEARCH_TIMEOUT", 5.0, _positive_float,
             "longest a search may take, seconds, waiting for a turn included (the server then answers 503)"),
+    Setting("kb_names", "PYRITE_KB_NAMES", "title", _kb_names,
+            "how new KBs name the files of new entries: title ('Core plugins.md') or slug ('core-plugins.md')"),
     Setting("max_body_bytes", "PYRITE_MAX_BODY", 10 * 1024 * 1024, _positive_int,
             "largest request body the server accepts, bytes"),
     Setting("allowed_hosts", "PYRITE_ALLOWED_HOSTS", (), _hosts,
@@ -137,6 +149,7 @@ class Settings:
     embed_concurrency: int | None = None
     vector_index_min: int = 20_000
     search_timeout: float = 5.0
+    kb_names: str = "title"
     max_body_bytes: int = 10 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()

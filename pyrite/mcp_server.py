@@ -92,7 +92,8 @@ def build_server(core: Pyrite, *, read_only: bool = False, worker: bool = True) 
 
     @server.tool(annotations=READ_ONLY)
     async def kb_get(kb: str, id: str) -> dict[str, Any]:
-        """Read one entry in full: title, body (markdown), type, tags, dates and embedding status."""
+        """Read one entry in full: title, body (markdown), type, tags, dates and embedding status. id is the
+        entry's path inside the KB without '.md', with '/' between folders (e.g. 'Plugins/Core plugins')."""
         entry = await _call(core.kbs.get_entry, kb, id)
         return entry.to_dict()
 
@@ -108,10 +109,12 @@ def build_server(core: Pyrite, *, read_only: bool = False, worker: bool = True) 
 
     @server.tool(annotations=WRITE)
     async def kb_create(kb: str, title: str, body: str = "", tags: list[str] | None = None,
-                        type: str = "note") -> dict[str, Any]:
-        """Create an entry in a KB. The id is made from the title (e.g. 'My Note' -> 'my-note', '-2' if
-        taken); the body is markdown. Returns the entry with its id."""
-        entry = await _call(core.kbs.create_entry, kb, title, body, tags=tags or [], type=type)
+                        type: str = "note", folder: str = "") -> dict[str, Any]:
+        """Create an entry in a KB, in folder (a path inside the KB such as 'Projects/2024'; made if missing).
+        The file is named after the title ('My Note' -> 'My Note.md', or 'my-note.md' in a KB set to slug
+        names; '-2' if taken) and its id is its path without '.md' ('Projects/2024/My Note'); the body is
+        markdown. Returns the entry with its id and path."""
+        entry = await _call(core.kbs.create_entry, kb, title, body, tags=tags or [], type=type, folder=folder)
         return entry.to_dict()
 
     @server.tool(annotations=WRITE)

@@ -28,9 +28,11 @@ class KB:
     path: str
     created: str
     entries: int | None = None
+    names: str = "title"  # how create names new files: "title" (as written) or "slug"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "path": self.path, "created": self.created}
+        out: dict[str, Any] = {"name": self.name, "path": self.path, "created": self.created,
+                               "names": self.names}
         if self.entries is not None:
             out["entries"] = self.entries
         return out

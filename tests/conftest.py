@@ -23,6 +23,9 @@ def pyrite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("PYRITE_HOME", str(home))
     monkeypatch.setenv("PYRITE_EMBED_PROVIDER", "hash")
+    # The tests before issue 13 were written for slug file names; tests of title names (the default for
+    # new KBs) unset this (see tests/test_tree.py).
+    monkeypatch.setenv("PYRITE_KB_NAMES", "slug")
     return home
 
 

@@ -232,7 +232,8 @@ def test_index_build_and_sync_json(home: Path) -> None:
     (["get", "hello", "--kb", "nope"], "nope"),
     (["get", "missing", "--kb", "notes"], "missing"),
     (["get", "../x", "--kb", "notes"], "invalid entry id"),
-    (["get", "a/b", "--kb", "notes"], "invalid entry id"),
+    (["get", "a/b", "--kb", "notes"], "no entry 'a/b'"),  # a path id since issue 13
+    (["get", "a//b", "--kb", "notes"], "invalid entry id"),
     (["update", "../x", "--kb", "notes", "--title", "t"], "invalid entry id"),
     (["update", "missing", "--kb", "notes", "--title", "t"], "missing"),
     (["delete", "missing", "--kb", "notes"], "missing"),
@@ -315,14 +316,15 @@ def test_real_cli_in_a_subprocess(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr.decode()
     data = json.loads(created.stdout)
     assert ENTRY_KEYS <= set(data)
-    assert data["id"] == "über-café" and data["body"] == "body from a pipe — 日本語\n"
-    assert data["embedding_status"] == "done"
-    assert (home / "kbs" / "notes" / "über-café.md").is_file()
+    # A new KB names files after titles as written (issue 13); the subprocess sees no PYRITE_KB_NAMES.
+    assert data["id"] == "Über café" and data["body"] == "body from a pipe — 日本語\n"
+    assert data["embedding_status"] == "done" and data["path"] == "Über café.md"
+    assert (home / "kbs" / "notes" / "Über café.md").is_file()
 
     found = _sub(home, "search", "pipe", "--format", "json")
     assert found.returncode == 0, found.stderr.decode()
     results = json.loads(found.stdout)["results"]
-    assert [r["id"] for r in results] == ["über-café"]
+    assert [(r["id"], r["path"]) for r in results] == [("Über café", "Über café.md")]
     assert RESULT_KEYS <= set(results[0])
 
     missing = _sub(home, "get", "../nope", "--kb", "notes")

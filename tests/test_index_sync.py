@@ -18,7 +18,8 @@ def folder_of(core: Pyrite, kb: str = "notes") -> Path:
 
 def rows(core: Pyrite, kb: str = "notes") -> dict[str, Any]:
     return {r["id"]: r for r in core.db.query(
-        "SELECT id, title, body, type, tags, meta, file_hash, file_mtime_ns, file_size FROM entries WHERE kb = ?",
+        "SELECT id, title, body, type, tags, meta, file_hash, file_mtime_ns, file_size, path FROM entries "
+        "WHERE kb = ?",
         (kb,))}
 
 
@@ -69,13 +70,14 @@ def test_build_indexes_hand_written_files(core: Pyrite) -> None:
     (folder / "notes.txt").write_text("not markdown")
     (folder / ".hidden.md").write_text("# hidden")
     (folder / "sub").mkdir()
-    write(folder / "sub", "nested.md", "# nested files are not part of the KB\n")
+    write(folder / "sub", "nested.md", "# nested files are entries too (issue 13)\n")
 
     report = core.kbs.build("notes")
     assert report.errors == []
-    assert report.added == 6 and report.updated == 0 and report.removed == 0
+    assert report.added == 7 and report.updated == 0 and report.removed == 0
     r = rows(core)
-    assert set(r) == {"with-front", "heading-only", "plain-file", "front-no-title", "empty", "日本語"}
+    assert set(r) == {"with-front", "heading-only", "plain-file", "front-no-title", "empty", "日本語", "sub/nested"}
+    assert r["sub/nested"]["path"] == "sub/nested.md"
     assert r["with-front"]["title"] == "With frontmatter"
     assert r["with-front"]["body"] == "Body with frontmatter.\n"
     assert r["with-front"]["type"] == "howto"
@@ -107,17 +109,19 @@ def test_build_reports_and_skips_bad_files(core: Pyrite) -> None:
     (folder / "\udcff.md".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")).write_bytes(b"# x")
 
     report = core.kbs.build("notes")
-    assert report.added == 1
-    assert set(rows(core)) == {"good"}
+    # Since issue 13 ids are file names as people write them: spaces, a leading dash and '..' inside a name
+    # are fine; only the undecodable name and unreadable contents are skipped.
+    assert report.added == 4
+    assert set(rows(core)) == {"good", "bad name", "-dash-first", "a..b"}
     joined = "\n".join(report.errors)
-    for name in ["bad name.md", "-dash-first.md", "a..b.md", "bad-yaml.md", "list-front.md", "latin1.md"]:
+    for name in ["'\\udcff.md'", "bad-yaml.md", "list-front.md", "latin1.md"]:
         assert name in joined, name
-    assert len(report.errors) == 7
+    assert len(report.errors) == 4
     assert any("YAML" in e for e in report.errors if e.startswith("bad-yaml.md"))
     assert all("skipped" in e for e in report.errors)
-    # a second build reports them again and still indexes only the good file
+    # a second build reports them again and still indexes only the good files
     again = core.kbs.build("notes")
-    assert len(again.errors) == 7 and again.unchanged == 1 and again.added == 0
+    assert len(again.errors) == 4 and again.unchanged == 4 and again.added == 0
 
 
 def test_build_writes_queue_rows(core: Pyrite) -> None:

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrite.errors import PyriteError, ValidationError
-from pyrite.names import ID_MAX, SLUG_MAX, check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
+from pyrite.names import (ID_MAX, SLUG_MAX, check_entry_id, check_kb_name, is_entry_id, is_slug, slugify,
+                          title_file_name, with_suffix)
 
 # The longest file name most file systems (ext4, APFS, NTFS) allow, in bytes.
 NAME_MAX_BYTES = 255
@@ -61,24 +62,53 @@ def test_kb_name_property(name: str) -> None:
 # -- entry ids ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry_id", [
+# The strict rule that ids had before issue 13 is now the rule for types (is_slug).
+@pytest.mark.parametrize("value", [
     "a", "hello-world", "hello_world", "v1.2", "a.b.c", "UPPER", "9lives", "東京タワー", "नमस्ते", "привет",
     "x" * ID_MAX, "a-", "a_", "entry-2",
+])
+def test_slug_accepts(value: str) -> None:
+    assert is_slug(value)
+
+
+@pytest.mark.parametrize("value", [
+    "", ".", "..", "../x", "x/../y", "a/b", "/abs", "a\\b", "\\", "a\x00", "\x00", ".hidden", "-x", "_x",
+    "a..b", "a.", "x" * (ID_MAX + 1), "has space", "a\n", "a:b", "a*", "🎉", "C:\\x",
+])
+def test_slug_refuses(value: str) -> None:
+    assert not is_slug(value)
+
+
+@pytest.mark.parametrize("value", [None, 1, b"abc", ["a"]])
+def test_slug_refuses_non_strings(value: object) -> None:
+    assert is_slug(value) is False
+
+
+# Ids are paths inside the KB, exactly as named on disk (issue 13).
+@pytest.mark.parametrize("entry_id", [
+    "a", "hello-world", "Plugins/Core plugins", "Projects/Ideas", "a/b/c/d", "Q&A", "Tom's notes", "C# tips",
+    "what? why", "50% off", "🎉 party", "東京/タワー", "नमस्ते", "привет мир", "a..b", "-x", "_x", "a:b", "a*",
+    "x.md/y", "UPPER/lower", " leading space", "a" * 252, "/".join(["d" * 200] * 5),
 ])
 def test_entry_id_accepts(entry_id: str) -> None:
     assert is_entry_id(entry_id)
     assert check_entry_id(entry_id) == entry_id
 
 
-@pytest.mark.parametrize("entry_id", [
-    "", ".", "..", "../x", "x/../y", "a/b", "/abs", "a\\b", "\\", "a\x00", "\x00", ".hidden", "-x", "_x",
-    "a..b", "a.", "x" * (ID_MAX + 1), "has space", "a\n", "a:b", "a*", "🎉", "C:\\x",
+@pytest.mark.parametrize("entry_id, reason", [
+    ("", "empty"), (".", "'.'"), ("..", "'..'"), ("../x", "'..'"), ("x/../y", "'..'"), ("x/./y", "'.'"),
+    ("/abs", "relative"), ("a//b", "empty segment"), ("a/", "empty segment"), ("a\\b", "separator"),
+    ("\\", "separator"), ("C:\\x", "separator"), ("a\x00", "control"), ("\x00", "control"), ("a\n", "control"),
+    ("a\tb", "control"), ("a\x7f", "control"), ("a\x85", "control"), ("a\u2028b", "control"),
+    ("bad\udcff", "undecodable"), (".hidden", "hidden"), ("x/.obsidian/y", "hidden"), ("a.", "dot or a space"),
+    ("a /b", "dot or a space"), ("dir./b", "dot or a space"), ("a" * 253, "255 bytes"),
+    ("é" * 127, "255 bytes"), ("d" * 256 + "/x", "255 bytes"), ("/".join(["d" * 250] * 5), "1024 bytes"),
 ])
-def test_entry_id_refuses(entry_id: str) -> None:
+def test_entry_id_refuses(entry_id: str, reason: str) -> None:
     assert not is_entry_id(entry_id)
     with pytest.raises(ValidationError) as info:
         check_entry_id(entry_id)
-    assert "invalid entry id" in str(info.value)
+    assert "invalid entry id" in str(info.value) and reason in str(info.value)
 
 
 @pytest.mark.parametrize("entry_id", [None, 1, b"abc", ["a"]])
@@ -89,10 +119,31 @@ def test_entry_id_refuses_non_strings(entry_id: object) -> None:
 @given(st.text(max_size=140))
 def test_entry_id_never_escapes_the_folder(entry_id: str) -> None:
     if is_entry_id(entry_id):
-        assert "/" not in entry_id and "\\" not in entry_id and "\x00" not in entry_id
-        assert ".." not in entry_id
-        assert not entry_id.startswith(".")
-        assert 1 <= len(entry_id) <= ID_MAX
+        parts = entry_id.split("/")
+        assert "\\" not in entry_id and "\x00" not in entry_id and not entry_id.startswith("/")
+        assert all(p and p not in (".", "..") and not p.startswith(".") for p in parts)
+        assert all(len(p.encode("utf-8")) <= NAME_MAX_BYTES for p in parts)
+
+
+# -- title file names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("title, name", [
+    ("Core plugins", "Core plugins"), ("Q&A: plans", "Q&A plans"), ("a/b\\c", "a b c"), ("Why?", "Why"),
+    ('say "hi" <now> | *', "say hi now"), ("...dots", "dots"), ("trailing. ", "trailing"),
+    ("tab\there", "tab here"), ("C# tips", "C# tips"), ("東京タワー", "東京タワー"), ("🎉 party", "🎉 party"),
+    ("CON", "CON_"), ("nul.txt", "nul_.txt"), ("???", "Untitled"), ("  ", "Untitled"), ("Tom's", "Tom's"),
+])
+def test_title_file_name(title: str, name: str) -> None:
+    assert title_file_name(title) == name
+    assert is_entry_id(name)
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_title_file_name_is_always_a_valid_name(title: str) -> None:
+    name = title_file_name(title)
+    assert is_entry_id(name) and "/" not in name
+    assert len(f"{with_suffix(name, 9999)}.md".encode("utf-8")) <= NAME_MAX_BYTES
 
 
 # -- slugify --------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None) -> None:
 
 @click.command()
 @kb_option
-@click.option("--title", required=True, help="Title; the entry id is a slug of it.")
+@click.option("--title", required=True, help="Title; the file is named after it (or its slug, see kb create --names).")
+@click.option("--folder", default="", help="Folder inside the KB for the new file (made if missing), e.g. 'Projects/2024'.")
 @body_options
 @click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
 @click.option("--type", "kind", default="note", show_default=True, help="Entry type.")
@@ -48,12 +49,13 @@ def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None) -> None:
 @no_embed_option
 @format_option
 @click.pass_context
-def create(ctx: click.Context, kb: str, title: str, body: str | None, body_file: str | None, stdin: str | None,
-           tags: tuple[str, ...], kind: str, meta: tuple[str, ...], no_embed: bool, fmt: str) -> None:
+def create(ctx: click.Context, kb: str, title: str, folder: str, body: str | None, body_file: str | None,
+           stdin: str | None, tags: tuple[str, ...], kind: str, meta: tuple[str, ...], no_embed: bool, fmt: str) -> None:
     """Create an entry: a markdown file in the KB, indexed and embedded before this returns."""
     text = read_body(body, body_file, stdin) or ""
     core = get_core(ctx)
-    entry = core.kbs.create_entry(kb, title, text, tags=tags, type=kind, meta=parse_meta(meta), embed=not no_embed)
+    entry = core.kbs.create_entry(kb, title, text, tags=tags, type=kind, meta=parse_meta(meta), embed=not no_embed,
+                                  folder=folder)
     _show(entry, fmt, core, brief=f"Created {entry.kb}/{entry.id} ({entry.path}), embedding: "
                                   f"{entry.embedding_status or 'off'}")
 

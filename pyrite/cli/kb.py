@@ -7,7 +7,7 @@ import os
 import click
 
 from pyrite.cli.common import PyriteGroup, emit_json, format_option, get_core, get_settings, plural
-from pyrite.config import write_default_config
+from pyrite.config import KB_NAMES, write_default_config
 
 
 @click.command()
@@ -42,14 +42,17 @@ def kb() -> None:
 @click.option("--path", "path", default=None, type=click.Path(file_okay=False),
               help="Folder of the KB (default $PYRITE_HOME/kbs/NAME); existing files are indexed.")
 @click.option("--create", "make", is_flag=True, help="Create the --path folder if it does not exist.")
+@click.option("--names", type=click.Choice(KB_NAMES), default=None,
+              help="How new entries' files are named: title ('Core plugins.md') or slug ('core-plugins.md'); "
+                   "default: setting kb_names (title).")
 @format_option
 @click.pass_context
-def kb_create(ctx: click.Context, name: str, path: str | None, make: bool, fmt: str) -> None:
+def kb_create(ctx: click.Context, name: str, path: str | None, make: bool, names: str | None, fmt: str) -> None:
     """Register a KB named NAME (letters, digits, '-', '_') and index any markdown already in it."""
     core = get_core(ctx)
     # A path typed on the command line is relative to where it was typed; the core takes absolute ones.
     folder = None if path is None else os.path.abspath(os.path.expanduser(path))
-    created = core.kbs.create_kb(name, folder, create=make)
+    created = core.kbs.create_kb(name, folder, create=make, names=names)
     report = core.kbs.build(name)
     created.entries = report.added
     if fmt == "json":
@@ -74,7 +77,7 @@ def kb_list(ctx: click.Context, fmt: str) -> None:
     if not kbs:
         click.echo("No KBs yet: pyrite kb create NAME")
     for k in kbs:
-        click.echo(f"{k.name}\t{plural(k.entries, 'entry')}\t{k.path}")
+        click.echo(f"{k.name}\t{plural(k.entries, 'entry')}\t{k.path}\t{k.names} names")
 
 
 @kb.command("remove")

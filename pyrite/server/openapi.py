@@ -8,7 +8,7 @@ import unicodedata
 from typing import Any
 
 from pyrite import __version__
-from pyrite.names import ID_MAX
+from pyrite.names import ID_MAX_BYTES
 from pyrite.server.inputs import INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES, WAIT_MAX
 from pyrite.services.kb_service import TAG_MAX, TITLE_MAX, TYPE_MAX
 from pyrite.services.search_service import LIMIT_MAX, MODES
@@ -41,12 +41,25 @@ def _word_class() -> str:
 
 
 _WORD = _word_class()
-# names.is_entry_id: letters, marks, digits (any script), '-', '_', '.' inside; never '..' nor a final '.'.
-# The big class appears once (generating from it is slow); the rules on '.', '-' and '_' are a `not`.
-_ID = {"type": "string", "pattern": f"^[{_WORD}_.-]+$", "not": {"pattern": "^[_.-]|\\.\\.|\\.$"}}
+# names.is_slug (the rule of `type`): letters, marks, digits (any script), '-', '_', '.' inside; never '..'
+# nor a final '.'. The big class appears once (generating from it is slow); the rules on '.', '-' and '_'
+# are a `not`.
+_SLUG = {"type": "string", "pattern": f"^[{_WORD}_.-]+$", "not": {"pattern": "^[_.-]|\\.\\.|\\.$"}}
 _KB_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64}
-_ENTRY_ID = _ID | {"minLength": 1, "maxLength": ID_MAX}
-_TYPE = _ID | {"minLength": 1, "maxLength": TYPE_MAX}
+# names.entry_id_problem: '/'-separated names of any characters but control ones, NUL and '\\'; no name
+# empty, starting with '.', or ending with '.' or ' '. maxLength counts characters where the rule counts
+# bytes: 4 bytes a character at most keeps every id the schema allows one the server takes.
+_NAME_CHAR = "[^/\\\\\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]"
+_NAME_EDGE = "[^/\\\\\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029. ]"
+_NAME_FIRST = "[^/\\\\\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029.]"
+# A name of at most 63 characters: 252 bytes even at 4 a character, with '.md' within the 255 a name may have.
+_SEGMENT = f"(?:{_NAME_EDGE}|{_NAME_FIRST}{_NAME_CHAR}{{0,61}}{_NAME_EDGE})"
+# Up to 4 names: at most 255 characters, within ID_MAX_BYTES at 4 bytes a character. The pattern bounds the
+# length itself; a maxLength beside it makes generators filter out most of what they draw.
+_PATH = f"{_SEGMENT}(?:/{_SEGMENT}){{0,3}}"
+_ENTRY_ID = {"type": "string", "pattern": f"^{_PATH}$"}
+_FOLDER = {"type": "string", "pattern": f"^(?:{_PATH})?$"}
+_TYPE = _SLUG | {"minLength": 1, "maxLength": TYPE_MAX}
 _TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
 _TAGS = {"type": "array", "items": _one_line(TAG_MAX)}
 _NOT_BLANK = f"^[^\\u0000]*[^{_SPACES}\\u0000][^\\u0000]*$"
@@ -201,9 +214,14 @@ def _schemas() -> dict[str, Any]:
                                                     "description": "an absolute folder path; default "
                                                                    "$PYRITE_HOME/kbs/NAME"}),
                                  "create": _nullable({"type": "boolean", "description":
-                                                      "create the folder if it is missing (default false)"})}},
+                                                      "create the folder if it is missing (default false)"}),
+                                 "names": _nullable({"type": "string", "enum": ["title", "slug"], "description":
+                                                     "how new entries' files are named (default the kb_names "
+                                                     "setting, 'title')"})}},
         "NewEntry": {"type": "object", "required": ["kb", "title"], "additionalProperties": False,
                      "properties": {"kb": _KB_NAME, "title": _one_line(TITLE_MAX), "body": _nullable(_TEXT),
+                                    "folder": _nullable(_FOLDER | {"description": "folder inside the KB, made "
+                                                                                  "as needed ('' the top)"}),
                                     "tags": _nullable(_TAGS), "type": _nullable(_TYPE), "meta": _nullable(_META)}},
         "EntryPatch": {"type": "object", "additionalProperties": False,
                        "properties": {"title": _nullable(_one_line(TITLE_MAX)), "body": _nullable(_TEXT),

@@ -22,9 +22,10 @@ from pyrite.services.search_service import LIMIT_MAX, MODES
 
 ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "kb": (str,), "title": (str,), "body": (str, type(None)), "tags": (list, type(None)),
-    "type": (str, type(None)), "meta": (dict, type(None)),
+    "type": (str, type(None)), "meta": (dict, type(None)), "folder": (str, type(None)),
 }
-KB_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "path": (str, type(None)), "create": (bool, type(None))}
+KB_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "path": (str, type(None)), "create": (bool, type(None)),
+                                          "names": (str, type(None))}
 PATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "title": (str, type(None)), "body": (str, type(None)), "tags": (list, type(None)),
     "type": (str, type(None)), "meta": (dict, type(None)),
@@ -76,7 +77,7 @@ async def list_kbs(request: Request) -> JSONResponse:
 async def create_kb(request: Request) -> JSONResponse:
     data = await json_object(request, KB_FIELDS, required=("name",))
     kb = await _call(request, _core(request).kbs.create_kb, data["name"], data.get("path"),
-                     create=bool(data.get("create")))
+                     create=bool(data.get("create")), names=data.get("names"))
     return JSONResponse(kb.to_dict(), status_code=201)
 
 
@@ -92,7 +93,8 @@ async def create_entry(request: Request) -> JSONResponse:
     data = await json_object(request, ENTRY_FIELDS, required=("kb", "title"))
     entry = await _write(
         request, _core(request).kbs.create_entry, data["kb"], data["title"], data.get("body") or "",
-        tags=data.get("tags") or [], type=data.get("type") or "note", meta=data.get("meta"))
+        tags=data.get("tags") or [], type=data.get("type") or "note", meta=data.get("meta"),
+        folder=data.get("folder") or "")
     return JSONResponse(entry.to_dict(), status_code=201)
 
 

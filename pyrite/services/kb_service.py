@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import stat
 import time
@@ -18,8 +19,9 @@ from pyrite.config import Settings
 from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageError, ValidationError
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
-from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
-from pyrite.storage import events, files, passages, queue, vectors
+from pyrite.names import check_entry_id, check_kb_name, is_slug
+from pyrite.services import naming
+from pyrite.storage import events, files, passages, queue, tree, vectors
 from pyrite.storage.db import Database
 
 TITLE_MAX = 500
@@ -27,6 +29,7 @@ TAG_MAX = 100
 TYPE_MAX = 64
 # Deeper meta is refused: YAML's emitter recurses several frames a level and hit the recursion limit at ~330.
 META_DEPTH_MAX = 32
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # a NUL escape in JSON text, not an escaped backslash
 _ENTRY_COLUMNS = (
     "e.rowid, e.kb, e.id, e.title, e.body, e.type, e.tags, e.meta, e.created, e.updated, e.path, "
     "q.status, q.error"
@@ -117,7 +120,7 @@ def _check_tags(tags: Any) -> list[str]:
 
 
 def _check_type(kind: Any) -> str:
-    if not isinstance(kind, str) or not kind or len(kind) > TYPE_MAX or not is_entry_id(kind):
+    if not isinstance(kind, str) or not kind or len(kind) > TYPE_MAX or not is_slug(kind):
         raise ValidationError(f"type must be 1 to {TYPE_MAX} letters, digits, '-' or '_'")
     return kind
 
@@ -151,6 +154,8 @@ def _check_meta(meta: Any) -> dict[str, Any]:
         text = check_text(json.dumps(meta, ensure_ascii=False, allow_nan=False), "meta")
     except (TypeError, ValueError, RecursionError):
         raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
+    if _JSON_NUL.search(text):  # json.dumps escapes NUL, so check_text cannot see one at any depth
+        raise ValidationError("meta must not contain NUL characters, in keys or values")
     # As the index stores it (tuples become lists), so the entry a write returns is the one it indexed.
     return json.loads(text)
 
@@ -205,6 +210,13 @@ def _entry_from_row(row: Any) -> Entry:
                  embedding_status=row[11], embedding_error=row[12])
 
 
+def _indexed_twin(conn: Any, kb: str, entry_id: str) -> str | None:
+    """An indexed id of kb equal to entry_id ignoring (ASCII) case, by the entries_id_nocase index."""
+    row = conn.execute("SELECT id FROM entries WHERE kb = ? AND id = ? COLLATE NOCASE LIMIT 1",
+                       (kb, entry_id)).fetchone()
+    return row[0] if row else None
+
+
 BULK_CACHE_KIB = 64 * 1024  # page cache of a large build or sync (SQLite's default is 2 MiB)
 
 
@@ -227,13 +239,16 @@ class KBService:
 
     # -- KBs ---------------------------------------------------------------
 
-    def create_kb(self, name: str, path: str | Path | None = None, *, create: bool = False) -> KB:
+    def create_kb(self, name: str, path: str | Path | None = None, *, create: bool = False,
+                  names: str | None = None) -> KB:
         """Register a KB folder (default $PYRITE_HOME/kbs/NAME, made if missing); files are never touched.
 
         A given path must be absolute and an existing folder, or is made when create is set; see
-        kb_folders.check_kb_folder for the folders that may never be a KB.
+        kb_folders.check_kb_folder for the folders that may never be a KB. names: how new entries' files
+        are named, "title" or "slug" (default: the kb_names setting).
         """
         check_kb_name(name)
+        names = naming.check_names(self.settings.kb_names if names is None else names)
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
                 raise ConflictError(f"KB {name!r} exists already")
@@ -244,14 +259,15 @@ class KBService:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ValidationError(f"cannot create {folder}: {exc.strerror}") from None
-            kb = KB(name=name, path=str(folder), created=now_iso(), entries=0)
-            conn.execute("INSERT INTO kbs (name, path, created) VALUES (?, ?, ?)", (kb.name, kb.path, kb.created))
+            kb = KB(name=name, path=str(folder), created=now_iso(), entries=0, names=names)
+            conn.execute("INSERT INTO kbs (name, path, created, names) VALUES (?, ?, ?, ?)",
+                         (kb.name, kb.path, kb.created, kb.names))
         return kb
 
     def get_kb(self, name: str) -> KB:
         """The KB called name, or NotFoundError."""
         check_kb_name(name)
-        row = self.db.query("SELECT name, path, created FROM kbs WHERE name = ?", (name,))
+        row = self.db.query("SELECT name, path, created, NULL, names FROM kbs WHERE name = ?", (name,))
         if not row:
             raise NotFoundError(f"no KB named {name!r} (see `pyrite kb list`)")
         return KB(*row[0])
@@ -259,7 +275,7 @@ class KBService:
     def list_kbs(self) -> list[KB]:
         """Every KB with its entry count, by name."""
         rows = self.db.query(
-            "SELECT k.name, k.path, k.created, (SELECT count(*) FROM entries e WHERE e.kb = k.name) "
+            "SELECT k.name, k.path, k.created, (SELECT count(*) FROM entries e WHERE e.kb = k.name), k.names "
             "FROM kbs k ORDER BY k.name"
         )
         return [KB(*r) for r in rows]
@@ -281,13 +297,16 @@ class KBService:
     # -- entries -------------------------------------------------------------
 
     def create_entry(self, kb: str, title: str, body: str = "", *, tags: Iterable[str] = (),
-                     type: str = "note", meta: dict[str, Any] | None = None, embed: bool = True) -> Entry:
-        """Write a new entry file named after a slug of its title (suffixed -2, -3 on clash) and index it."""
+                     type: str = "note", meta: dict[str, Any] | None = None, embed: bool = True,
+                     folder: str = "") -> Entry:
+        """Write a new entry file in folder (made if needed) named after its title, as written or as a slug
+        (the KB's names setting; -2, -3 on a clash, checked case-insensitively), and index it."""
         title, body = _check_title(title), self._check_size(_check_body(body))
         tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
         check_kb_name(kb)
+        where = naming.check_folder(folder)
         stamp = now_iso()
-        slug = slugify(title)
+        slug = naming.base_id(where, title, self.get_kb(kb).names)
         entry = Entry(kb=kb, id=slug, title=title, body=body, type=kind, tags=tag_list,
                       created=stamp, updated=stamp, meta=extra)
         for _ in range(5):
@@ -308,16 +327,8 @@ class KBService:
         try:
             with self.db.write() as conn:
                 actual = self._folder(entry.kb)  # the thread's connection: read in this transaction
-                for n in range(1, 10_000):
-                    candidate = with_suffix(slug, n)
-                    if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?",
-                                    (entry.kb, candidate)).fetchone():
-                        continue
-                    if (actual / f"{candidate}.md").exists():
-                        continue  # a file not (yet) indexed holds this name: never overwrite it
-                    break
-                else:
-                    raise ConflictError(f"too many entries named like {slug!r}")
+                naming.check_parent(actual, slug)  # the folder path: inside the KB, no case twin
+                candidate = naming.free_id(actual, slug, lambda c: _indexed_twin(conn, entry.kb, c))
                 if candidate != entry.id or actual != folder:  # the id is in the frontmatter: render again
                     files.discard(staged)
                     entry.id, folder = candidate, actual
@@ -325,6 +336,7 @@ class KBService:
                     staged = files.stage(folder, data)
                 entry.path = f"{candidate}.md"
                 rowid, embed_here = self._put_and_plan(conn, entry, data, staged.stat, "entry_created", embed)
+                naming.make_parent(folder, entry.path)
                 try:
                     files.install(staged, folder / entry.path, exclusive=True)
                 except FileExistsError:  # created between the check and the link: roll back, try again
@@ -392,7 +404,7 @@ class KBService:
                         f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
                     ) from None
                 # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
-                entry = self._entry_from_file(kb, entry_id, path.name, old, st)
+                entry = self._entry_from_file(kb, entry_id, current.path, old, st)
                 entry.created = entry.created or current.created
                 before = _content(entry)
                 for key, value in changes.items():
@@ -482,23 +494,19 @@ class KBService:
         known = {r[0]: (r[1], r[2], r[3], r[4]) for r in self.db.query(
             "SELECT id, file_mtime_ns, file_size, file_hash, path FROM entries WHERE kb = ?", (kb,))}
         seen: set[str] = set()
-        todo: list[tuple[str, Path, os.stat_result]] = []
+        todo: list[tuple[str, str, os.stat_result]] = []
+        walked = tree.Walk()
         try:
-            scan = list(os.scandir(folder))
+            found = list(tree.walk(folder, walked))
         except OSError as exc:
             raise file_error(exc, kb, folder) from None
-        for item in scan:
-            if not item.name.endswith(".md") or item.name.startswith(".") or not item.is_file():
-                continue
-            entry_id = item.name[:-3]
-            if not is_entry_id(entry_id):
-                report.errors.append(f"{item.name}: skipped, the name is not a valid entry id")
-                continue
+        report.errors.extend(walked.problems)
+        for item in found:
+            entry_id, st = item.id, item.stat
             seen.add(entry_id)
-            st = item.stat()
             old = known.get(entry_id)
             if old is None or read_all or old[0] != st.st_mtime_ns or old[1] != st.st_size:
-                todo.append((entry_id, Path(item.path), st))
+                todo.append((entry_id, item.path, st))
             else:
                 report.unchanged += 1
         gone = [entry_id for entry_id in known if entry_id not in seen]
@@ -508,12 +516,13 @@ class KBService:
             # A bigger page cache while thousands of rows go in: FTS5 re-reads its segments as it merges.
             # The next batch is read and parsed on a thread while this one is written: SQLite releases the
             # GIL, so on two cores the parsing mostly hides behind the writing.
-            ahead = [reader.submit(self._parse_files, kb, batches[0], known)] if batches else []
+            ahead = [reader.submit(self._parse_files, kb, folder, batches[0], known)] if batches else []
             for i in range(len(batches)):
-                parsed, errors = ahead.pop().result()
+                parsed, errors, vanished = ahead.pop().result()
                 if i + 1 < len(batches):
-                    ahead.append(reader.submit(self._parse_files, kb, batches[i + 1], known))
+                    ahead.append(reader.submit(self._parse_files, kb, folder, batches[i + 1], known))
                 report.errors.extend(errors)
+                gone.extend(entry_id for entry_id in vanished if entry_id in known)
                 self._write_parsed(kb, parsed, known, force, report)
         for start in range(0, len(gone), batch):
             with self.db.write() as conn:
@@ -521,22 +530,28 @@ class KBService:
             report.removed += len(gone[start:start + batch])
         return report
 
-    def _parse_files(self, kb: str, todo: list[tuple[str, Path, os.stat_result]], known: dict[str, tuple[Any, ...]]
-                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str]]:
-        """Read and parse files (no database access): the entries, and an error line per skipped file."""
+    def _parse_files(self, kb: str, folder: Path, todo: list[tuple[str, str, os.stat_result]],
+                     known: dict[str, tuple[Any, ...]]
+                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str], list[str]]:
+        """Read and parse files (no database access): the entries, an error line per skipped file, and the
+        ids whose files were deleted since the walk (skipped without a word: they are simply gone)."""
         parsed: list[tuple[Entry, bytes, os.stat_result, bool]] = []
         errors: list[str] = []
-        for entry_id, path, st in todo:
+        vanished: list[str] = []
+        for entry_id, rel, st in todo:
             try:
-                data = path.read_bytes()
-                entry = self._entry_from_file(kb, entry_id, path.name, data, st)
+                data = (folder / rel).read_bytes()
+                entry = self._entry_from_file(kb, entry_id, rel, data, st)
+            except FileNotFoundError:
+                vanished.append(entry_id)
+                continue
             except (OSError, UnicodeDecodeError, ValidationError) as exc:
-                errors.append(f"{path.name}: skipped, {exc}")
+                errors.append(f"{rel}: skipped, {exc}")
                 continue
             old = known.get(entry_id)
             same = old is not None and old[2] == files.content_hash(data)
             parsed.append((entry, data, st, same))
-        return parsed, errors
+        return parsed, errors, vanished
 
     def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool]],
                       known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport) -> None:
@@ -562,7 +577,8 @@ class KBService:
         mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         title = front.pop("title", None)
         if not isinstance(title, str) or not title.strip():
-            title = next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), "") or entry_id
+            title = (next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), "")
+                     or entry_id.rsplit("/", 1)[-1])
         tags = front.pop("tags", None) or []
         if isinstance(tags, str):
             tags = [t for t in (s.strip() for s in tags.split(",")) if t]
@@ -571,7 +587,7 @@ class KBService:
         created, updated = front.pop("created", None), front.pop("updated", None)
         return Entry(
             kb=kb, id=entry_id, title=_file_title(str(title)), body=body,
-            type=kind if isinstance(kind, str) and is_entry_id(kind) else "note",
+            type=kind if isinstance(kind, str) and is_slug(kind) else "note",
             tags=[str(t).strip() for t in tags if str(t).strip()] if isinstance(tags, list) else [],
             created=str(created) if created else mtime, updated=str(updated) if updated else mtime,
             meta=json.loads(json.dumps(front, default=str)), path=name,

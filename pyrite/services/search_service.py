@@ -240,7 +240,7 @@ class SearchService:
         if not rowids:
             return {}
         rows = self.db.query(
-            f"SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, q.status, "
+            f"SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, q.status, e.path, "
             f"{passages.preview_sql('e', 2 * PREVIEW_CHARS)} AS preview FROM entries e "
             f"LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE e.rowid IN ({','.join('?' * len(rowids))})",
             rowids)
@@ -248,7 +248,8 @@ class SearchService:
 
     @staticmethod
     def _result(row: Any, *, score: float, snippet: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": row["id"], "kb": row["kb"], "title": row["title"], "score": score,
+        out: dict[str, Any] = {"id": row["id"], "kb": row["kb"], "path": row["path"], "title": row["title"],
+                               "score": score,
                                "snippet": one_line(snippet) if snippet else _preview(row["preview"]),
                                "type": row["type"], "tags": json.loads(row["tags"])}
         if row["status"] not in (None, "done"):

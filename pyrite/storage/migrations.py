@@ -273,6 +273,19 @@ def _m007_split(body: str) -> list[str]:
     return out
 
 
+@migration
+def m008_tree_names(conn: Any) -> None:
+    # Issue 13: ids are paths, and a KB names new files after titles or slugs. KBs made before keep the
+    # slug names they were made with; new KBs are given their setting explicitly by create_kb. The
+    # NOCASE index finds an id that differs from a new one only in (ASCII) case without a scan.
+    run_script(conn,
+        """
+        ALTER TABLE kbs ADD COLUMN names TEXT NOT NULL DEFAULT 'slug';
+        CREATE INDEX entries_id_nocase ON entries (kb, id COLLATE NOCASE);
+        """
+    )
+
+
 def _rebuild_vector_tables(conn: Any) -> None:
     """Recreate every vec0 table from the exact vectors in chunks (re-queue them without sqlite-vec)."""
     from pyrite.storage import vectors
