@@ -97,6 +97,7 @@ def openapi_document() -> dict[str, Any]:
             "Entry": {"type": "object", "required": ["id", "kb", "title", "type", "tags"],
                       "properties": {"id": _STR, "kb": _STR, "title": _STR, "body": _STR, "type": _STR,
                                      "tags": {"type": "array", "items": _STR},
+                                     "aliases": {"type": "array", "items": _STR},
                                      "embedding_status": {"type": ["string", "null"]}}},
             "SearchResults": {"type": "object", "required": ["results"],
                               "properties": {"results": {"type": "array", "items": {"type": "object"}},
