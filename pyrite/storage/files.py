@@ -20,10 +20,10 @@ RESERVED_KEYS = ("id", "title", "type", "tags", "created", "updated")
 
 # libyaml's parser when present: several times faster, which index build of large KBs needs.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-if BaseDumper is yaml.SafeDumper:  # pragma: no cover - only without libyaml
+if _BaseDumper is yaml.SafeDumper:  # pragma: no cover - only without libyaml
     # The pure-Python emitter folds NEL and Unicode line separators in plain scalars; quote them.
     def _str(dumper: Any, value: str) -> Any:
         style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
@@ -33,7 +33,7 @@ if BaseDumper is yaml.SafeDumper:  # pragma: no cover - only without libyaml
         pass
 
     _QuotingDumper.add_representer(str, _str)
-    BaseDumper = _QuotingDumper
+    _BaseDumper = _QuotingDumper
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -172,14 +172,22 @@ def load_header(header: str) -> tuple[dict[str, Any], FrontProblem | None]:
     try:
         front = yaml.load(header, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        return {}, FrontProblem(2 + (mark.line if mark is not None else 0), reason)
+        return {}, _problem(exc, header.count("\n"))
     except RecursionError:
         return {}, FrontProblem(2, "nested too deeply")
     if not isinstance(front, dict):
         return {}, FrontProblem(2, f"it is a {type(front).__name__}, not a mapping of key: value")
     return {str(k): v for k, v in front.items()}, None
+
+
+def _problem(exc: yaml.YAMLError, lines: int) -> FrontProblem:
+    """The file line (the block starts on line 2) and reason of a YAML error in a header of `lines` lines."""
+    problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    # At the end of the block ("did not find expected ']'") the construct left open is the line to fix.
+    mark = context if context is not None and (problem is None or problem.line >= lines) else problem
+    line = min(mark.line, max(lines - 1, 0)) if mark is not None else 0
+    reason = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
+    return FrontProblem(2 + line, reason)
 
 
 def parse_markdown(text: str) -> tuple[dict[str, Any], str]:
@@ -240,13 +248,14 @@ def _fast_front(front: dict[str, Any]) -> str | None:
     return "".join(lines) if lines else None
 
 
-def render_front(front: dict[str, Any]) -> str:
-    """The YAML lines of a mapping (keys in the given order), in the style pyrite writes."""
-    header = _fast_front(front)
+def render_front(front: dict[str, Any], *, flow: bool = False) -> str:
+    """The YAML lines of a mapping (keys in the given order), in the style pyrite writes; with flow, lists
+    and mappings of scalars go on one line (`[a, b]`)."""
+    header = None if flow else _fast_front(front)
     if header is None:
         try:
-            header = yaml.dump(front, Dumper=BaseDumper, sort_keys=False, allow_unicode=True,
-                               default_flow_style=False, width=10_000)
+            header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True,
+                               default_flow_style=None if flow else False, width=10_000)
         except RecursionError:  # frontmatter nested hundreds of levels deep (written by hand elsewhere)
             raise ValidationError("the frontmatter is nested too deeply to write") from None
     return header if front else ""

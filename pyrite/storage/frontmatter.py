@@ -13,7 +13,6 @@ import json
 import re
 from typing import Any, Iterable
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError as RoundTripError
@@ -36,12 +35,8 @@ def _blank_or_comment(line: str) -> bool:
 
 def render_key(key: str, value: Any, *, flow: bool = False) -> str:
     """`key: value` as YAML lines ending in "\\n" (flow: a list of scalars on one line, `[a, b]`)."""
-    if flow and isinstance(value, list) and value and all(not isinstance(v, (list, dict)) for v in value):
-        text = yaml.dump({key: value}, Dumper=files.BaseDumper, sort_keys=False, allow_unicode=True,
-                         default_flow_style=None, width=10_000)
-    else:
-        text = files.render_front({key: value})
-    return text
+    flow = flow and isinstance(value, list) and bool(value) and all(not isinstance(v, (list, dict)) for v in value)
+    return files.render_front({key: value}, flow=flow)
 
 
 def _restyle(rendered: str, old_lines: list[str], old_value: Any, newline: str) -> str:
