@@ -183,8 +183,10 @@ def load_header(header: str) -> tuple[dict[str, Any], FrontProblem | None]:
 def _problem(exc: yaml.YAMLError, lines: int) -> FrontProblem:
     """The file line (the block starts on line 2) and reason of a YAML error in a header of `lines` lines."""
     problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
-    # At the end of the block ("did not find expected ']'") the construct left open is the line to fix.
-    mark = context if context is not None and (problem is None or problem.line >= lines) else problem
+    # An unclosed bracket or quote is reported where parsing gave up (often the end of the block); the line
+    # to fix is where it was opened.
+    opened = any(word in str(getattr(exc, "context", "")) for word in ("flow", "quoted"))
+    mark = context if context is not None and (opened or problem is None or problem.line >= lines) else problem
     line = min(mark.line, max(lines - 1, 0)) if mark is not None else 0
     reason = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
     return FrontProblem(2 + line, reason)
