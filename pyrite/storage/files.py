@@ -118,6 +118,9 @@ def _simple_front(header: str) -> dict[str, Any] | None:
     return out
 
 
+simple_front = _simple_front  # the frontmatter editor uses the same test of "pyrite's shape"
+
+
 @dataclass(frozen=True)
 class Header:
     """Where a file's frontmatter block lies in its text: text[start:end] is the YAML, text[body:] the rest."""
