@@ -59,6 +59,11 @@ class Entry:
         """The text the embedding model sees: title and body."""
         return embed_text(self.title, self.body)
 
+    @property
+    def aliases(self) -> list[str]:
+        """The other names the entry answers to (frontmatter `aliases`, kept in meta as written)."""
+        return aliases_of(self.meta)
+
     def to_dict(self, *, with_body: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -69,6 +74,7 @@ class Entry:
             "created": self.created,
             "updated": self.updated,
             "meta": dict(self.meta),
+            "aliases": self.aliases,
             "path": self.path,
             "embedding_status": self.embedding_status,
         }
@@ -85,3 +91,21 @@ def embed_text(title: str, body: str) -> str:
     if title and body:
         return f"{title}\n\n{body}"
     return title or body
+
+
+def aliases_of(meta: dict[str, Any]) -> list[str]:
+    """Frontmatter `aliases` (or Obsidian's older `alias`) as strings: a list, or one comma-separated string."""
+    value = meta.get("aliases", meta.get("alias"))
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        items = [] if value is None or isinstance(value, dict) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if isinstance(item, (str, int, float)) and str(item).strip() and str(item).strip() not in out:
+            out.append(str(item).strip())
+    return out

@@ -109,19 +109,21 @@ def test_build_reports_and_skips_bad_files(core: Pyrite) -> None:
     (folder / "\udcff.md".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")).write_bytes(b"# x")
 
     report = core.kbs.build("notes")
-    # Since issue 13 ids are file names as people write them: spaces, a leading dash and '..' inside a name
-    # are fine; only the undecodable name and unreadable contents are skipped.
-    assert report.added == 4
-    assert set(rows(core)) == {"good", "bad name", "-dash-first", "a..b"}
+    # Since issue 13 ids are file names as people write them (spaces, a leading dash and '..' inside a name
+    # are fine), and frontmatter that is not valid YAML is indexed by its body; only the undecodable name
+    # and the file that is not UTF-8 are skipped.
+    assert report.added == 6
+    assert set(rows(core)) == {"good", "bad name", "-dash-first", "a..b", "bad-yaml", "list-front"}
     joined = "\n".join(report.errors)
     for name in ["'\\udcff.md'", "bad-yaml.md", "list-front.md", "latin1.md"]:
         assert name in joined, name
     assert len(report.errors) == 4
     assert any("YAML" in e for e in report.errors if e.startswith("bad-yaml.md"))
-    assert all("skipped" in e for e in report.errors)
-    # a second build reports them again and still indexes only the good files
+    assert all("skipped" in e or "indexed by its body" in e for e in report.errors)
+    assert any(e.startswith("latin1.md: skipped, it is not UTF-8 text") for e in report.errors)
+    # a second build reports them again and adds nothing
     again = core.kbs.build("notes")
-    assert len(again.errors) == 4 and again.unchanged == 4 and again.added == 0
+    assert len(again.errors) == 4 and again.unchanged == 6 and again.added == 0
 
 
 def test_build_writes_queue_rows(core: Pyrite) -> None:
@@ -264,8 +266,9 @@ def test_sync_reports_a_file_that_became_invalid(core: Pyrite) -> None:
     bump_mtime(path)
     report = core.kbs.sync("notes")
     assert len(report.errors) == 1 and report.errors[0].startswith("ok.md")
-    # the last good version stays indexed rather than vanishing
-    assert rows(core)["ok"]["title"] == "Fine"
+    assert report.errors[0].startswith("ok.md: line 2: the frontmatter is not valid YAML")
+    # Issue 13: indexed by its body (title from the file name) rather than skipped
+    assert rows(core)["ok"]["title"] == "ok" and rows(core)["ok"]["body"] == "body\n"
 
 
 def test_entry_created_by_pyrite_is_unchanged_for_sync(core: Pyrite, read_counter: list[str]) -> None:

@@ -16,7 +16,8 @@ from pyrite.errors import ConflictError, NotFoundError, PyriteError, ValidationE
 from pyrite.storage.files import parse_markdown
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-CORE_KEYS = ["id", "title", "type", "tags", "created", "updated"]
+# Issue 13: no `id` key any more, the file's path is the id.
+CORE_KEYS = ["title", "type", "tags", "created", "updated"]
 
 
 def folder_of(core: Pyrite, kb: str = "notes") -> Path:
@@ -52,7 +53,7 @@ def test_create_writes_markdown_file_with_frontmatter(core: Pyrite) -> None:
     assert entry.path == "kubernetes-pods.md"
     front, body = read_file(core, entry.id)
     assert list(front) == CORE_KEYS
-    assert front["id"] == "kubernetes-pods"
+    assert "id" not in front
     assert front["title"] == "Kubernetes pods"
     assert front["type"] == "howto"
     assert front["tags"] == ["k8s", "infra"]
@@ -60,7 +61,7 @@ def test_create_writes_markdown_file_with_frontmatter(core: Pyrite) -> None:
     assert front["created"] == entry.created and front["updated"] == entry.updated
     assert body == "Pods are *small*.\n"
     # the raw file really starts with a YAML frontmatter block
-    assert path.read_text(encoding="utf-8").startswith("---\nid: kubernetes-pods\n")
+    assert path.read_text(encoding="utf-8").startswith("---\ntitle: Kubernetes pods\n")
 
 
 def test_create_then_get_and_list(core: Pyrite) -> None:
@@ -177,7 +178,7 @@ def test_update_keeps_id_when_title_changes(core: Pyrite) -> None:
     assert u.title == "A completely new title"
     assert listing(folder_of(core)) == before == ["old-title.md"]
     front, _ = read_file(core, e.id)
-    assert front["id"] == "old-title" and front["title"] == "A completely new title"
+    assert "id" not in front and front["title"] == "A completely new title"
     assert front["created"] == e.created
     with pytest.raises(NotFoundError):
         core.kbs.get_entry("notes", "a-completely-new-title")
@@ -205,7 +206,7 @@ def test_clashing_titles_get_suffixes_and_never_overwrite(core: Pyrite) -> None:
     for i, entry_id in enumerate(ids):
         front, body = read_file(core, entry_id)
         assert body == f"body {i}"
-        assert front["id"] == entry_id
+        assert "id" not in front
     assert listing(folder_of(core)) == sorted(f"{i}.md" for i in ids)
     assert count(core, "SELECT count(*) FROM entries WHERE kb = 'notes'") == 4
 

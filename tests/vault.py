@@ -56,6 +56,7 @@ def make_vault(root: Path) -> dict[str, Any]:
     latin1.write_bytes("---\ntitle: Caf\xe9\n---\n\nCr\xe8me br\xfbl\xe9e.\n".encode("latin-1"))
     (root / f"{BROKEN_YAML_ID}.md").write_text("---\ntitle: [unclosed\ntags: a\n---\n\nThe body still counts.\n",
                                               encoding="utf-8")
+    entries[BROKEN_YAML_ID] = f"{BROKEN_YAML_ID}.md"  # indexed by its body, with a warning
 
     skipped: list[str] = []
 

@@ -8,7 +8,7 @@ import unicodedata
 from typing import Any
 
 from pyrite import __version__
-from pyrite.names import ID_MAX_BYTES
+
 from pyrite.server.inputs import INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES, WAIT_MAX
 from pyrite.services.kb_service import TAG_MAX, TITLE_MAX, TYPE_MAX
 from pyrite.services.search_service import LIMIT_MAX, MODES

@@ -20,11 +20,11 @@ from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageErro
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
 from pyrite.names import check_entry_id, check_kb_name, is_slug
-from pyrite.services import naming
-from pyrite.storage import events, files, passages, queue, tree, vectors
+from pyrite.services import file_fields, naming
+from pyrite.storage import events, files, frontmatter, passages, queue, tree, vectors
 from pyrite.storage.db import Database
 
-TITLE_MAX = 500
+TITLE_MAX = file_fields.TITLE_MAX
 TAG_MAX = 100
 TYPE_MAX = 64
 # Deeper meta is refused: YAML's emitter recurses several frames a level and hit the recursion limit at ~330.
@@ -160,14 +160,6 @@ def _check_meta(meta: Any) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _file_title(title: str) -> str:
-    """A title read from a file, as written there; only line breaks (one line is required) are folded."""
-    title = title.strip()
-    if "\n" in title or "\r" in title:
-        title = " ".join(line.strip() for line in title.splitlines() if line.strip())
-    return title[:TITLE_MAX]
-
-
 def file_error(exc: OSError, kb: str, folder: Path) -> PyriteError:
     """What an OSError from reading or writing a KB's files means, as an error that says what to do."""
     where = exc.filename or folder
@@ -187,21 +179,45 @@ def file_error(exc: OSError, kb: str, folder: Path) -> PyriteError:
     return StorageError(f"cannot write {where} (KB {kb!r}): {exc.strerror or exc}")
 
 
-def _content(entry: Entry) -> tuple[Any, ...]:
-    """What an update can change; equal tuples mean the update would write the same entry."""
-    return entry.title, entry.body, entry.type, list(entry.tags), dict(entry.meta)
-
-
 def rowid_hint(entry: Entry) -> str:
     """A short, file-name-safe token for an entry (its id's hash)."""
     return files.content_hash(entry.id.encode("utf-8"))[:12]
 
 
 def _frontmatter(entry: Entry) -> dict[str, Any]:
-    front: dict[str, Any] = {"id": entry.id, "title": entry.title, "type": entry.type, "tags": list(entry.tags),
+    """The frontmatter of a file pyrite creates (no `id`: the file's path is its id)."""
+    front: dict[str, Any] = {"title": entry.title, "type": entry.type, "tags": list(entry.tags),
                              "created": entry.created, "updated": entry.updated}
     front.update(entry.meta)
     return front
+
+
+def _own_created(fields: file_fields.FileFields) -> bool:
+    """True if the file states when it was created (`created` or `date`), rather than its stat telling."""
+    return "created" in fields.keys or "date" in fields.keys
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON says (so 1 and true differ, as they do in the file)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _changed_keys(fields: file_fields.FileFields, changes: dict[str, Any], meta_set: dict[str, Any],
+                  meta_drop: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The frontmatter keys an update must write (those whose value differs from the file's) and drop."""
+    sets: dict[str, Any] = {}
+    for key, now in (("title", fields.title), ("type", fields.type), ("tags", fields.front_tags)):
+        if changes[key] is not None and changes[key] != now:
+            sets[key] = changes[key]
+    for key, value in meta_set.items():
+        if key not in fields.meta or not _same(fields.meta[key], value):
+            sets[key] = value
+    return sets, [key for key in meta_drop if key in fields.meta]
+
+
+def _entry_of(kb: str, entry_id: str, name: str, fields: file_fields.FileFields) -> Entry:
+    return Entry(kb=kb, id=entry_id, title=fields.title, body=fields.body, type=fields.type, tags=fields.tags,
+                 created=fields.created, updated=fields.updated, meta=fields.meta, path=name)
 
 
 def _entry_from_row(row: Any) -> Entry:
@@ -404,26 +420,34 @@ class KBService:
                         f"the file of entry {entry_id!r} is gone from {folder}; run `pyrite index sync --kb {kb}`"
                     ) from None
                 # The file is the source of truth: start from what is on disk now, edits made elsewhere included.
-                entry = self._entry_from_file(kb, entry_id, current.path, old, st)
-                entry.created = entry.created or current.created
-                before = _content(entry)
-                for key, value in changes.items():
-                    if value is not None:
-                        setattr(entry, key, value)
-                entry.meta.update(meta_set)
-                for key in meta_drop:
-                    entry.meta.pop(key, None)
-                if _content(entry) == before:  # the file already says this: it is not written again
+                fields = file_fields.read_fields(old, current.path, st)
+                entry = _entry_of(kb, entry_id, current.path, fields)
+                if not _own_created(fields):  # dated by the file's stat, which a rewrite changes: keep the index's
+                    entry.created = current.created
+                sets, drops = _changed_keys(fields, changes, meta_set, meta_drop)
+                body = changes["body"] if changes["body"] is not None and changes["body"] != fields.body else None
+                if not sets and not drops and body is None:  # the file already says this: not written again
                     indexed = conn.execute("SELECT file_hash FROM entries WHERE kb = ? AND id = ?",
                                            (kb, entry_id)).fetchone()
                     if indexed is not None and indexed[0] == files.content_hash(old):
                         return None
                     # Edited elsewhere and not indexed yet: index the file as it is.
                     return (entry, *self._put_and_plan(conn, entry, old, st, "entry_updated", embed))
-                entry.updated = now_iso()
-                data = self._render(entry)
+                if fields.problem is not None and (sets or drops):
+                    raise ValidationError(
+                        f"{current.path}: line {fields.problem.line}: the frontmatter is not valid YAML "
+                        f"({fields.problem.reason}); pyrite will not change it: fix it in an editor first (an "
+                        "update of the body alone works)")
+                if fields.problem is None and "updated" in fields.keys:
+                    sets["updated"] = now_iso()  # only a file that keeps the key: an update adds no key unasked
+                text = frontmatter.edit_text(file_fields.decode(old), sets, drops, body, name=current.path)
+                data = text.encode("utf-8")
                 staged = files.stage(folder, data, mode=stat.S_IMODE(st.st_mode))  # keep its permissions
                 try:
+                    # The entry as the new file reads (so the index and a later rebuild agree).
+                    entry = _entry_of(kb, entry_id, current.path, file_fields.read_fields(data, current.path, staged.stat))
+                    if not _own_created(fields):
+                        entry.created = current.created
                     # Rows first, while the new content is flushed; the file is replaced only once both are done.
                     rowid, embed_here = self._put_and_plan(conn, entry, data, staged.stat, "entry_updated", embed)
                     files.install(staged, path)
@@ -541,7 +565,7 @@ class KBService:
         for entry_id, rel, st in todo:
             try:
                 data = (folder / rel).read_bytes()
-                entry = self._entry_from_file(kb, entry_id, rel, data, st)
+                entry = self._entry_from_file(kb, entry_id, rel, data, st, warnings=errors)
             except FileNotFoundError:
                 vanished.append(entry_id)
                 continue
@@ -572,26 +596,13 @@ class KBService:
                     report.updated += 1
         report.queued = len(report.rowids)
 
-    def _entry_from_file(self, kb: str, entry_id: str, name: str, data: bytes, st: os.stat_result) -> Entry:
-        front, body = files.parse_markdown(data.decode("utf-8"))
-        mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        title = front.pop("title", None)
-        if not isinstance(title, str) or not title.strip():
-            title = (next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), "")
-                     or entry_id.rsplit("/", 1)[-1])
-        tags = front.pop("tags", None) or []
-        if isinstance(tags, str):
-            tags = [t for t in (s.strip() for s in tags.split(",")) if t]
-        kind = front.pop("type", None)
-        front.pop("id", None)  # the file name is the id
-        created, updated = front.pop("created", None), front.pop("updated", None)
-        return Entry(
-            kb=kb, id=entry_id, title=_file_title(str(title)), body=body,
-            type=kind if isinstance(kind, str) and is_slug(kind) else "note",
-            tags=[str(t).strip() for t in tags if str(t).strip()] if isinstance(tags, list) else [],
-            created=str(created) if created else mtime, updated=str(updated) if updated else mtime,
-            meta=json.loads(json.dumps(front, default=str)), path=name,
-        )
+    def _entry_from_file(self, kb: str, entry_id: str, name: str, data: bytes, st: os.stat_result,
+                         warnings: list[str] | None = None) -> Entry:
+        """The entry a file's content gives (rules in file_fields); broken YAML adds a line to warnings."""
+        fields = file_fields.read_fields(data, name, st)
+        if fields.problem is not None and warnings is not None:
+            warnings.append(file_fields.problem_line(name, fields.problem))
+        return _entry_of(kb, entry_id, name, fields)
 
     # -- the one write transaction --------------------------------------------
 

@@ -118,34 +118,92 @@ def _simple_front(header: str) -> dict[str, Any] | None:
     return out
 
 
-def parse_markdown(text: str) -> tuple[dict[str, Any], str]:
-    """Split text into (frontmatter mapping, body); a file without frontmatter is all body."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    first_end = text.find("\n")
-    if first_end < 0 or text[:first_end].rstrip("\r") != FRONT:
-        return {}, text
+simple_front = _simple_front  # the frontmatter editor uses the same test of "pyrite's shape"
+
+
+@dataclass(frozen=True)
+class Header:
+    """Where a file's frontmatter block lies in its text: text[start:end] is the YAML, text[body:] the rest."""
+
+    start: int  # just after the opening '---' line (and a BOM before it)
+    end: int  # where the closing '---' line begins
+    body: int  # just after the closing '---' line
+    newline: str  # the opening line's ending: "\n" or "\r\n"
+
+
+def locate_header(text: str) -> Header | None:
+    """The frontmatter block of text, or None when it has none (no '---' first line, or no closing one)."""
+    offset = 1 if text.startswith("\ufeff") else 0
+    first_end = text.find("\n", offset)
+    if first_end < 0 or text[offset:first_end].rstrip("\r") != FRONT:
+        return None
+    newline = "\r\n" if text[first_end - 1:first_end] == "\r" else "\n"
     pos = first_end + 1
     while True:
         nl = text.find("\n", pos)
         line = text[pos:] if nl < 0 else text[pos:nl]
         if line.rstrip("\r") == FRONT:
-            header = text[first_end + 1:pos]
-            body = "" if nl < 0 else text[nl + 1:]
-            break
+            return Header(first_end + 1, pos, len(text) if nl < 0 else nl + 1, newline)
         if nl < 0:
-            return {}, text  # an opening '---' without a closing one is not frontmatter
+            return None  # an opening '---' without a closing one is not frontmatter (a rule, in markdown)
         pos = nl + 1
+
+
+@dataclass(frozen=True)
+class FrontProblem:
+    """Why a frontmatter block could not be read: the file's line number (1-based) and YAML's reason."""
+
+    line: int
+    reason: str
+
+
+def read_markdown(text: str) -> tuple[dict[str, Any], str, FrontProblem | None]:
+    """Split text into (frontmatter mapping, body, problem); a block that is not a valid YAML mapping gives
+    an empty mapping, the text after it as body, and the problem (the caller decides how loud to be)."""
+    where = locate_header(text)
+    if where is None:
+        return {}, text[1:] if text.startswith("\ufeff") else text, None
+    front, problem = load_header(text[where.start:where.end])
+    return front, _strip_blank_line(text[where.body:]), problem
+
+
+def load_header(header: str) -> tuple[dict[str, Any], FrontProblem | None]:
+    """The mapping a frontmatter block's YAML denotes (string keys), or ({}, the problem)."""
     simple = _simple_front(header)
     if simple is not None:
-        return simple, _strip_blank_line(body)
+        return simple, None
     try:
         front = yaml.load(header, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
-        raise ValidationError(f"invalid YAML frontmatter: {exc}") from None
+        return {}, _problem(exc, header.count("\n"))
+    except RecursionError:
+        return {}, FrontProblem(2, "nested too deeply")
     if not isinstance(front, dict):
-        raise ValidationError("frontmatter must be a mapping of key: value")
-    return {str(k): v for k, v in front.items()}, _strip_blank_line(body)
+        return {}, FrontProblem(2, f"it is a {type(front).__name__}, not a mapping of key: value")
+    return {str(k): v for k, v in front.items()}, None
+
+
+def _problem(exc: yaml.YAMLError, lines: int) -> FrontProblem:
+    """The file line (the block starts on line 2) and reason of a YAML error in a header of `lines` lines."""
+    problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    # An unclosed bracket or quote is reported where parsing gave up (often the end of the block); the line
+    # to fix is where it was opened.
+    opened = any(word in str(getattr(exc, "context", "")) for word in ("flow", "quoted"))
+    mark = context if context is not None and (opened or problem is None or problem.line >= lines) else problem
+    line = min(mark.line, max(lines - 1, 0)) if mark is not None else 0
+    reason = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
+    return FrontProblem(2 + line, reason)
+
+
+def parse_markdown(text: str) -> tuple[dict[str, Any], str]:
+    """Split text into (frontmatter mapping, body); a file without frontmatter is all body.
+
+    Frontmatter that is not a valid YAML mapping is a ValidationError (read_markdown reports it instead).
+    """
+    front, body, problem = read_markdown(text)
+    if problem is not None:
+        raise ValidationError(f"invalid YAML frontmatter (line {problem.line}): {problem.reason}")
+    return front, body
 
 
 def _strip_blank_line(body: str) -> str:
@@ -195,16 +253,22 @@ def _fast_front(front: dict[str, Any]) -> str | None:
     return "".join(lines) if lines else None
 
 
-def render_markdown(front: dict[str, Any], body: str) -> str:
-    """Frontmatter (keys in the given order) and body; parse_markdown returns both exactly."""
-    header = _fast_front(front)
+def render_front(front: dict[str, Any], *, flow: bool = False) -> str:
+    """The YAML lines of a mapping (keys in the given order), in the style pyrite writes; with flow, lists
+    and mappings of scalars go on one line (`[a, b]`)."""
+    header = None if flow else _fast_front(front)
     if header is None:
         try:
             header = yaml.dump(front, Dumper=_BaseDumper, sort_keys=False, allow_unicode=True,
-                               default_flow_style=False, width=10_000)
+                               default_flow_style=None if flow else False, width=10_000)
         except RecursionError:  # frontmatter nested hundreds of levels deep (written by hand elsewhere)
             raise ValidationError("the frontmatter is nested too deeply to write") from None
-    return f"{FRONT}\n{header}{FRONT}\n\n{body}"
+    return header if front else ""
+
+
+def render_markdown(front: dict[str, Any], body: str) -> str:
+    """Frontmatter (keys in the given order) and body; parse_markdown returns both exactly."""
+    return f"{FRONT}\n{render_front(front)}{FRONT}\n\n{body}"
 
 
 def content_hash(data: bytes) -> str:
