@@ -118,44 +118,33 @@ def parse_links(body: str, source_id: str, *, first_line: int = 1) -> list[Link]
     lines are counted from first_line, the file line the body starts on."""
     if "[" not in body:
         return []
-    spans = _code_spans(body)
+    spans = _code_spans(body) if "`" in body or "~~~" in body else []
     found: list[Link] = []
+    wiki_spans = []
     for m in _WIKI.finditer(body):
+        wiki_spans.append((m.start(), m.end()))
         if spans and _inside(m.start(), spans):
             continue
-        link = _wiki(m, source_id)
+        link = _wiki(m, source_id, body, first_line)
         if link is not None:
             found.append(link)
     if "](" in body:
-        wiki_spans = [(m.start(), m.end()) for m in _WIKI.finditer(body)]
         for m in _MD.finditer(body):
             if (spans and _inside(m.start(), spans)) or (wiki_spans and _inside(m.start(), wiki_spans)):
                 continue
-            link = _markdown(m, source_id)
+            link = _markdown(m, source_id, body, first_line)
             if link is not None:
                 found.append(link)
         found.sort(key=lambda link: link.start)
-    lines = _line_starts(body) if found else []
-    return [_with_line(link, lines, first_line) for link in found]
+    return found
 
 
-def _line_starts(body: str) -> list[int]:
-    return [0] + [m.end() for m in re.finditer("\n", body)]
+def file_links(data: bytes, body: str, source_id: str) -> list[Link]:
+    """parse_links for the body of a file whose bytes are data, with file line numbers."""
+    return parse_links(body, source_id, first_line=body_line(data, body)) if "[" in body else []
 
 
-def _with_line(link: Link, starts: list[int], first_line: int) -> Link:
-    lo, hi = 0, len(starts)
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        if starts[mid] <= link.start:
-            lo = mid
-        else:
-            hi = mid
-    return Link(link.kind, link.target, link.fragment, link.alias, link.start, link.end, lo + first_line, link.key,
-                link.by_path)
-
-
-def _wiki(m: re.Match[str], source_id: str) -> Link | None:
+def _wiki(m: re.Match[str], source_id: str, body: str, first_line: int) -> Link | None:
     inner, inner_start = m.group(2), m.start(2)
     target_part, bar, alias = inner.partition("|")
     if bar and target_part.endswith("\\"):  # [[Note\|alias]] inside a table
@@ -171,10 +160,10 @@ def _wiki(m: re.Match[str], source_id: str) -> Link | None:
     start = inner_start + lead
     key, by_path = _key(name, source_id, relative=name.startswith(("./", "../")))
     return Link(EMBED if m.group(1) else WIKI, name, fragment.strip(), alias.strip() if bar else None,
-                start, start + len(name), 0, key, by_path)
+                start, start + len(name), body.count("\n", 0, start) + first_line, key, by_path)
 
 
-def _markdown(m: re.Match[str], source_id: str) -> Link | None:
+def _markdown(m: re.Match[str], source_id: str, body: str, first_line: int) -> Link | None:
     raw, raw_start = m.group(3), m.start(3)
     angle = raw.startswith("<")
     if angle:
@@ -189,7 +178,7 @@ def _markdown(m: re.Match[str], source_id: str) -> Link | None:
     path = target.lstrip("/")[:-3]
     key, _ = _key(path, source_id, relative=not rooted)
     return Link(MARKDOWN, target, hash_ + (unquote(frag) if not angle else frag), m.group(2), raw_start,
-                raw_start + len(path_part), 0, key, True)
+                raw_start + len(path_part), body.count("\n", 0, raw_start) + first_line, key, True)
 
 
 def _key(name: str, source_id: str, *, relative: bool) -> tuple[str, bool]:

@@ -17,7 +17,7 @@ from pyrite.errors import ConflictError, NotFoundError, ValidationError
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
 from pyrite.names import check_entry_id, check_kb_name, is_entry_id, slugify, with_suffix
-from pyrite.link_rules import aliases_of, body_line, parse_links
+from pyrite.link_rules import aliases_of, file_links
 from pyrite.services import moves
 from pyrite.storage import events, files, links, queue, vectors
 from pyrite.storage.db import Database
@@ -644,8 +644,7 @@ class KBService:
              json.dumps(entry.tags, ensure_ascii=False), json.dumps(entry.meta, ensure_ascii=False),
              entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
         ).fetchone()[0]
-        links.index_entry(conn, rowid, entry.kb, entry.id, parse_links(entry.body, entry.id, first_line=body_line(
-            data, entry.body)) if "[" in entry.body else [], aliases_of(entry.meta))
+        links.index_entry(conn, rowid, entry.kb, entry.id, file_links(data, entry.body, entry.id), aliases_of(entry.meta))
         now = time.time()
         if self.model_id:
             text = embed_text(entry.title, entry.body)
