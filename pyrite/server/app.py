@@ -67,6 +67,9 @@ ROUTES = [
     Route("/api/kbs", routes.create_kb, methods=["POST"]),
     Route("/api/entries", routes.list_entries, methods=["GET"]),
     Route("/api/entries", routes.create_entry, methods=["POST"]),
+    # Before the entry routes, whose {entry_id:path} would take "ID/links" as an id.
+    Route("/api/entries/{kb}/{entry_id:path}/links", routes.entry_links, methods=["GET"]),
+    Route("/api/entries/{kb}/{entry_id:path}/move", routes.move_entry, methods=["POST"]),
     Route("/api/entries/{kb}/{entry_id:path}", routes.get_entry, methods=["GET"]),
     Route("/api/entries/{kb}/{entry_id:path}", routes.update_entry, methods=["PATCH"]),
     Route("/api/entries/{kb}/{entry_id:path}", routes.delete_entry, methods=["DELETE"]),

@@ -59,6 +59,13 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {"summary": "Delete an entry", "parameters": _ENTRY_PATH,
                            "responses": _ok("#/components/schemas/Any")},
             },
+            "/api/entries/{kb}/{entry_id}/links": {"get": {
+                "summary": "An entry's outgoing links, backlinks and unresolved links", "parameters": _ENTRY_PATH,
+                "responses": _ok("#/components/schemas/Links")}},
+            "/api/entries/{kb}/{entry_id}/move": {"post": {
+                "summary": "Rename an entry and rewrite the links to it; its vectors stay",
+                "parameters": _ENTRY_PATH, "requestBody": _json_body("#/components/schemas/Move"),
+                "responses": {**_ok("#/components/schemas/Any"), "409": _ERROR}}},
             "/api/search": {"get": {
                 "summary": "Search by keyword, meaning or both",
                 "parameters": [_param("q", "query", _STR, True, "query text"),
@@ -101,6 +108,11 @@ def openapi_document() -> dict[str, Any]:
             "SearchResults": {"type": "object", "required": ["results"],
                               "properties": {"results": {"type": "array", "items": {"type": "object"}},
                                              "pending": {"type": "integer"}, "mode": _STR}},
+            "Links": {"type": "object", "required": ["outgoing", "backlinks", "unresolved"],
+                      "properties": {k: {"type": "array", "items": {"type": "object"}}
+                                     for k in ("outgoing", "backlinks", "unresolved")}},
+            "Move": {"type": "object", "required": ["to"], "additionalProperties": False,
+                     "properties": {"to": {**_STR, "description": "the new id"}}},
             "Requeue": {"type": "object", "additionalProperties": False,
                         "properties": {"kb": _KB_NAME, "status": {"type": "string", "enum": ["failed", "done", "skipped"]},
                                        "only_missing": {"type": "boolean"}, "limit": {"type": "integer", "minimum": 1}}},

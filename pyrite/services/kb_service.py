@@ -408,7 +408,7 @@ class KBService:
                 except FileNotFoundError:
                     raise NotFoundError(f"the file of entry {entry_id!r} is gone from {folder}; "
                                         f"run `pyrite index sync --kb {kb}`") from None
-                plans = self._retarget_plans(conn, kb, folder, rowid, new_id, result)
+                plans = self._retarget_plans(conn, kb, folder, rowid, entry_id, new_id, result)
                 self._move_row(conn, kb, entry_id, new_id, f"{new_id}.md")
                 moved = self._entry_from_file(kb, new_id, f"{new_id}.md", data, st)
                 rowids = [self._put_row(conn, moved, data, st, None)]
@@ -440,7 +440,7 @@ class KBService:
         result.entry = self.get_entry(kb, new_id)
         return result
 
-    def _retarget_plans(self, conn: Any, kb: str, folder: Path, rowid: int, new_id: str,
+    def _retarget_plans(self, conn: Any, kb: str, folder: Path, rowid: int, old_id: str, new_id: str,
                         result: moves.MoveResult) -> list[tuple[str, Path, bytes, os.stat_result, bytes]]:
         """For each other file linking to the entry: (id, path, old bytes, stat, new bytes) to write."""
         bare_unique = not links.answers_to(conn, kb, new_id.rsplit("/", 1)[-1].lower(), other_than=rowid)
@@ -450,7 +450,7 @@ class KBService:
             path = folder / rel
             try:
                 old, sst = path.read_bytes(), path.stat()
-                new = moves.retarget(old, source_id, keys, new_id, bare_is_unique=bare_unique)
+                new = moves.retarget(old, source_id, keys, old_id, new_id, bare_is_unique=bare_unique)
             except (OSError, UnicodeDecodeError, ValidationError) as exc:
                 result.skipped.append(f"{source_id}: {exc}")
                 continue

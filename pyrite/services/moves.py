@@ -27,9 +27,12 @@ class MoveResult:
                 "rewritten": list(self.rewritten), "skipped": list(self.skipped)}
 
 
-def retarget(data: bytes, source_id: str, keys: set[str], new_id: str, *, bare_is_unique: bool) -> bytes | None:
+def retarget(data: bytes, source_id: str, keys: set[str], old_id: str, new_id: str, *,
+             bare_is_unique: bool) -> bytes | None:
     """data with every link in its body whose key is in keys pointed at new_id, keeping alias, heading, block
-    and link style; every other byte as it was. None when nothing changes."""
+    and link style; every other byte as it was (links by an alias stay: the alias moves with the entry).
+    None when nothing changes."""
+    old_name = old_id.rsplit("/", 1)[-1].lower()
     text = data.decode("utf-8")
     _, body = files.parse_markdown(text)
     if not text.endswith(body):  # offsets into the body must be offsets into the file
@@ -37,7 +40,7 @@ def retarget(data: bytes, source_id: str, keys: set[str], new_id: str, *, bare_i
     offset = len(text) - len(body)
     changes = []
     for link in parse_links(body, source_id):
-        if link.key not in keys:
+        if link.key not in keys or (not link.by_path and link.key != old_name):
             continue
         if link.kind == MARKDOWN:
             new = markdown_target(link, body, source_id, new_id)
