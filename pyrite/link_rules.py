@@ -17,10 +17,11 @@ EMBED = "embed"
 MARKDOWN = "md"
 
 # [[target#fragment|alias]] and ![[...]]; no brackets or line breaks inside.
-_WIKI = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
+# (No optional "!" group in front: a pattern starting with a literal is scanned for by a fast search.)
+_WIKI = re.compile(r"\[\[([^\[\]\n]+?)\]\]")
 # [text](target "title"): target in <...>, or without spaces, with at most one level of balanced parentheses.
 _MD = re.compile(
-    r"(!?)\[((?:[^\[\]\n]|\[[^\[\]\n]*\])*)\]\(\s*"
+    r"\[((?:[^\[\]\n]|\[[^\[\]\n]*\])*)\]\(\s*"
     r"(<[^<>\n]*>|(?:[^\s()<>]|\([^\s()<>]*\))+)"
     r"(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'))?\s*\)"
 )
@@ -145,7 +146,7 @@ def file_links(data: bytes, body: str, source_id: str) -> list[Link]:
 
 
 def _wiki(m: re.Match[str], source_id: str, body: str, first_line: int) -> Link | None:
-    inner, inner_start = m.group(2), m.start(2)
+    inner, inner_start = m.group(1), m.start(1)
     target_part, bar, alias = inner.partition("|")
     if bar and target_part.endswith("\\"):  # [[Note\|alias]] inside a table
         target_part = target_part[:-1]
@@ -159,12 +160,13 @@ def _wiki(m: re.Match[str], source_id: str, body: str, first_line: int) -> Link 
         return None  # [[#Heading]]: a link inside the same note
     start = inner_start + lead
     key, by_path = _key(name, source_id, relative=name.startswith(("./", "../")))
-    return Link(EMBED if m.group(1) else WIKI, name, fragment.strip(), alias.strip() if bar else None,
+    embed = m.start() > 0 and body[m.start() - 1] == "!"
+    return Link(EMBED if embed else WIKI, name, fragment.strip(), alias.strip() if bar else None,
                 start, start + len(name), body.count("\n", 0, start) + first_line, key, by_path)
 
 
 def _markdown(m: re.Match[str], source_id: str, body: str, first_line: int) -> Link | None:
-    raw, raw_start = m.group(3), m.start(3)
+    raw, raw_start = m.group(2), m.start(2)
     angle = raw.startswith("<")
     if angle:
         raw, raw_start = raw[1:-1], raw_start + 1
@@ -177,7 +179,7 @@ def _markdown(m: re.Match[str], source_id: str, body: str, first_line: int) -> L
     rooted = target.startswith("/")
     path = target.lstrip("/")[:-3]
     key, _ = _key(path, source_id, relative=not rooted)
-    return Link(MARKDOWN, target, hash_ + (unquote(frag) if not angle else frag), m.group(2), raw_start,
+    return Link(MARKDOWN, target, hash_ + (unquote(frag) if not angle else frag), m.group(1), raw_start,
                 raw_start + len(path_part), body.count("\n", 0, raw_start) + first_line, key, True)
 
 

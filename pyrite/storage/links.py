@@ -92,7 +92,8 @@ def _resolve_named(conn: Any, kb: str, keys: set[str]) -> None:
         now = choose(probe, candidates.get(name_key, ()))
         if now != target:
             changed.append((now, source, seq))
-    conn.executemany("UPDATE links SET target_rowid = ? WHERE source_rowid = ? AND seq = ?", changed)
+    if changed:
+        conn.executemany("UPDATE links SET target_rowid = ? WHERE source_rowid = ? AND seq = ?", changed)
 
 
 _OUT_COLUMNS = "l.kind, l.target, l.fragment, l.alias, l.line, l.target_rowid, t.id"
