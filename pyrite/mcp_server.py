@@ -92,10 +92,11 @@ def build_server(core: Pyrite, *, read_only: bool = False, worker: bool = True) 
 
     @server.tool(annotations=READ_ONLY)
     async def kb_get(kb: str, id: str) -> dict[str, Any]:
-        """Read one entry in full: title, body (markdown), type, tags, dates and embedding status. id is the
-        entry's path inside the KB without '.md', with '/' between folders (e.g. 'Plugins/Core plugins')."""
+        """Read one entry in full: title, body (markdown), type, tags, dates, embedding status, and its links:
+        outgoing (resolved to an entry id), backlinks (entries linking here) and unresolved. id is the entry's
+        path inside the KB without '.md', with '/' between folders (e.g. 'Plugins/Core plugins')."""
         entry = await _call(core.kbs.get_entry, kb, id)
-        return entry.to_dict()
+        return {**entry.to_dict(), "links": await _call(core.kbs.entry_links, kb, id)}
 
     @server.tool(annotations=READ_ONLY)
     async def kb_embed_status(kb: str | None = None) -> dict[str, Any]:
@@ -123,6 +124,13 @@ def build_server(core: Pyrite, *, read_only: bool = False, worker: bool = True) 
         """Update an entry: only the fields given change (tags replaces the whole list); the id stays."""
         entry = await _call(core.kbs.update_entry, kb, id, title=title, body=body, tags=tags)
         return entry.to_dict()
+
+    @server.tool(annotations=WRITE)
+    async def kb_move(kb: str, id: str, to: str) -> dict[str, Any]:
+        """Rename an entry to the id `to` (its file too, never overwriting one) and rewrite every link to it in
+        other notes; its embedding is kept. Returns the entry and the ids of the notes whose links changed."""
+        result = await _call(core.kbs.move_entry, kb, id, to)
+        return result.to_dict()
 
     @server.tool(annotations=DESTRUCTIVE)
     async def kb_delete(kb: str, id: str) -> dict[str, Any]:

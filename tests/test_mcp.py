@@ -23,7 +23,7 @@ from pyrite.storage import workers
 
 pytestmark = pytest.mark.slow
 READ_TOOLS = {"kb_list", "kb_search", "kb_get", "kb_embed_status"}
-ALL_TOOLS = READ_TOOLS | {"kb_create", "kb_update", "kb_delete"}
+ALL_TOOLS = READ_TOOLS | {"kb_create", "kb_update", "kb_delete", "kb_move"}
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pyrite.cli import entries, index, kb, runtime, search
+from pyrite.cli import entries, index, kb, links, runtime, search
 from pyrite.cli.common import PyriteGroup, settings_options
 
 
@@ -28,6 +28,9 @@ for command in entries.COMMANDS:
     cli.add_command(command)
 cli.add_command(search.search)
 cli.add_command(index.index)
+index.index.add_command(links.check)
+for command in links.COMMANDS:
+    cli.add_command(command)
 for command in runtime.COMMANDS:
     cli.add_command(command)
 

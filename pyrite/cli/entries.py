@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from pyrite.cli.common import emit_json, format_option, get_core, parse_meta, read_body, warn
+from pyrite.cli.links import print_links
 from pyrite.models import Entry
 
 kb_option = click.option("--kb", required=True, help="Name of the KB.")
@@ -20,7 +21,8 @@ def body_options(fn: Any) -> Any:
     return click.option("--body", default=None, help="The body text (markdown).")(fn)
 
 
-def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None) -> None:
+def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None,
+          links: dict[str, list[dict[str, Any]]] | None = None) -> None:
     if fmt == "json":
         emit_json(entry.to_dict())
     elif brief is not None:
@@ -29,6 +31,8 @@ def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None) -> None:
         click.echo(f"{entry.kb}/{entry.id}  {entry.title}")
         click.echo(f"  type: {entry.type}  tags: {', '.join(entry.tags) or '-'}  updated: {entry.updated}")
         click.echo(f"  file: {entry.path}  embedding: {entry.embedding_status or 'off'}")
+        if links is not None:
+            print_links(links)
         if entry.body:
             click.echo("")
             click.echo(entry.body)
@@ -68,7 +72,11 @@ def create(ctx: click.Context, kb: str, title: str, folder: str, body: str | Non
 def get(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
     """Show one entry."""
     core = get_core(ctx)
-    _show(core.kbs.get_entry(kb, entry_id), fmt, core)
+    entry, info = core.kbs.get_entry(kb, entry_id), core.kbs.entry_links(kb, entry_id)
+    if fmt == "json":
+        emit_json({**entry.to_dict(), "links": info})
+        return
+    _show(entry, fmt, core, links=info)
 
 
 @click.command()

@@ -173,6 +173,12 @@ def _paths() -> dict[str, Any]:
             "delete": _op("deleteEntry", "Delete an entry, its vectors and its queue row", "200", "Deleted",
                           params=_ENTRY_PATH, errors=("404", "409")),
         },
+        "/api/entries/{kb}/{entry_id}/links": {
+            "get": _op("entryLinks", "An entry's outgoing links, backlinks and unresolved links", "200", "Links",
+                       params=_ENTRY_PATH, errors=("404",))},
+        "/api/entries/{kb}/{entry_id}/move": {
+            "post": _op("moveEntry", "Rename an entry and rewrite the links to it; its vectors stay", "200",
+                        "Any", params=_ENTRY_PATH, body="Move", errors=("404", "409"))},
         "/api/search": {"get": _search()},
         "/api/index/embed-status": {"get": _op(
             "embedStatus", "Embedding queue status", "200", "Status", params=[_query_kb()], errors=("404", "422"))},
@@ -242,6 +248,11 @@ def _schemas() -> dict[str, Any]:
                                  "embedding_error": {"type": ["string", "null"]}}},
         "EntryList": {"type": "object", "required": ["entries"],
                       "properties": {"entries": {"type": "array", "items": _ref("Entry")}}},
+        "Links": {"type": "object", "required": ["outgoing", "backlinks", "unresolved"],
+                  "properties": {k: {"type": "array", "items": {"type": "object"}}
+                                 for k in ("outgoing", "backlinks", "unresolved")}},
+        "Move": {"type": "object", "required": ["to"], "additionalProperties": False,
+                 "properties": {"to": _ENTRY_ID | {"description": "the new id"}}},
         "Deleted": {"type": "object", "required": ["deleted"],
                     "properties": {"deleted": {"type": "object", "required": ["kb", "id"]}}},
         "SearchResults": {"type": "object", "required": ["results"],

@@ -118,6 +118,18 @@ async def delete_entry(request: Request) -> JSONResponse:
     return JSONResponse({"deleted": {"kb": kb, "id": entry_id}})
 
 
+async def entry_links(request: Request) -> JSONResponse:
+    kb, entry_id = _path_ids(request)
+    return JSONResponse(await _call(request, _core(request).kbs.entry_links, kb, entry_id))
+
+
+async def move_entry(request: Request) -> JSONResponse:
+    kb, entry_id = _path_ids(request)
+    data = await json_object(request, {"to": (str,)}, required=("to",))
+    result = await _write(request, _core(request).kbs.move_entry, kb, entry_id, data["to"])
+    return JSONResponse(result.to_dict())
+
+
 async def search(request: Request) -> JSONResponse:
     query = query_text(request, "q", QUERY_PARAM_MAX)
     mode = query_choice(request, "mode", MODES)

@@ -19,9 +19,11 @@ from pyrite.config import Settings
 from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageError, ValidationError
 from pyrite.kb_folders import check_kb_folder
 from pyrite.models import KB, Entry, embed_text
+from pyrite.link_rules import file_links
+from pyrite.models import aliases_of
 from pyrite.names import check_entry_id, check_kb_name, is_slug
-from pyrite.services import file_fields, naming
-from pyrite.storage import events, files, frontmatter, passages, queue, tree, vectors
+from pyrite.services import file_fields, moves, naming
+from pyrite.storage import events, files, frontmatter, links, passages, queue, tree, vectors
 from pyrite.storage.db import Database
 
 TITLE_MAX = file_fields.TITLE_MAX
@@ -70,12 +72,14 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     queued: int = 0
+    moved_from: set[str] = field(default_factory=set)  # ids whose file turned up under another name
     errors: list[str] = field(default_factory=list)
     rowids: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kb": self.kb, "added": self.added, "updated": self.updated, "removed": self.removed,
-                "unchanged": self.unchanged, "queued": self.queued, "errors": list(self.errors)}
+                "unchanged": self.unchanged, "moved": len(self.moved_from), "queued": self.queued,
+                "errors": list(self.errors)}
 
 
 def check_text(value: str, what: str) -> str:
@@ -233,6 +237,14 @@ def _indexed_twin(conn: Any, kb: str, entry_id: str) -> str | None:
     return row[0] if row else None
 
 
+def _renames(gone: list[str], known: dict[str, tuple[Any, ...]]) -> dict[str, str]:
+    """file hash -> id of the vanished entries whose content is unique among them (a move can be matched)."""
+    by_hash: dict[str, list[str]] = {}
+    for entry_id in gone:
+        by_hash.setdefault(known[entry_id][2], []).append(entry_id)
+    return {h: ids[0] for h, ids in by_hash.items() if len(ids) == 1 and h}
+
+
 BULK_CACHE_KIB = 64 * 1024  # page cache of a large build or sync (SQLite's default is 2 MiB)
 
 
@@ -304,6 +316,7 @@ class KBService:
             vectors.delete_entries(conn, rowids)
             passages.delete(conn, rowids)
             vectors.forget_kb(conn, name)
+            links.forget_kb(conn, name)
             conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
             conn.execute("DELETE FROM kbs WHERE name = ?", (name,))
@@ -483,6 +496,104 @@ class KBService:
         if moved:
             aside.unlink(missing_ok=True)
 
+    def move_entry(self, kb: str, entry_id: str, new_id: str, *, embed: bool = True) -> moves.MoveResult:
+        """Rename the entry's file to NEW_ID.md (folders made, never overwriting) and point every link to it in
+        other files there, in one transaction; the row keeps its rowid, so its vectors and queue state."""
+        current = self.get_entry(kb, entry_id)
+        check_entry_id(new_id)
+        if new_id == entry_id:
+            raise ValidationError(f"{entry_id!r} is already the entry's id")
+        folder = Path(self.get_kb(kb).path)
+        old_path, new_path = folder / current.path, folder / f"{new_id}.md"
+        result = moves.MoveResult(entry=current, old_id=entry_id)
+        undo: list[Callable[[], None]] = []  # file changes made so far, to reverse if the commit fails
+        staged_files: list[tuple[files.Staged, Path, bytes]] = []
+        installed = 0
+        try:
+            with self.db.write() as conn:
+                row = conn.execute("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (kb, entry_id)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"no entry {entry_id!r} in KB {kb!r}")
+                rowid = row[0]
+                if conn.execute("SELECT 1 FROM entries WHERE kb = ? AND id = ?", (kb, new_id)).fetchone():
+                    raise ConflictError(f"KB {kb!r} has an entry {new_id!r} already")
+                try:
+                    data, st = old_path.read_bytes(), old_path.stat()
+                except FileNotFoundError:
+                    raise NotFoundError(f"the file of entry {entry_id!r} is gone from {folder}; "
+                                        f"run `pyrite index sync --kb {kb}`") from None
+                plans = self._retarget_plans(conn, kb, folder, rowid, entry_id, new_id, result)
+                self._move_row(conn, kb, entry_id, new_id, f"{new_id}.md")
+                moved = self._entry_from_file(kb, new_id, f"{new_id}.md", data, st)
+                rowids = [self._put_row(conn, moved, data, st, None)]
+                for source_id, path, old, sst, new in plans:
+                    staged = files.stage(path.parent, new, mode=stat.S_IMODE(sst.st_mode))  # keep its permissions
+                    staged_files.append((staged, path, old))
+                    entry = self._entry_from_file(kb, source_id, path.relative_to(folder).as_posix(), new, staged.stat)
+                    rowids.append(self._put_row(conn, entry, new, staged.stat, "entry_updated"))
+                    result.rewritten.append(source_id)
+                pending = [r[0] for r in conn.execute(  # the rewritten files' text changed: embed them again
+                    "SELECT entry_rowid FROM embed_queue WHERE status = 'pending' AND entry_rowid IN "
+                    f"({','.join('?' * len(rowids))})", rowids)]
+                embed_here = bool(embed and pending and self.hooks is not None and self.hooks.must_embed_here(conn))
+                # The files last, just before COMMIT: the rename, then each rewritten file.
+                moves.rename_exclusive(old_path, new_path)
+                undo.append(lambda: moves.rename_exclusive(new_path, old_path))
+                for staged, path, old in staged_files:
+                    files.install(staged, path)
+                    installed += 1
+                    undo.append(lambda path=path, old=old: files.write_atomic(path, old))
+        except BaseException:
+            for step in reversed(undo):
+                step()
+            for staged, _, _ in staged_files[installed:]:
+                files.discard(staged)
+            raise
+        if embed and self.hooks is not None and pending:
+            self.hooks.after_write(pending, embed_here)
+        result.entry = self.get_entry(kb, new_id)
+        return result
+
+    def _retarget_plans(self, conn: Any, kb: str, folder: Path, rowid: int, old_id: str, new_id: str,
+                        result: moves.MoveResult) -> list[tuple[str, Path, bytes, os.stat_result, bytes]]:
+        """For each other file linking to the entry: (id, path, old bytes, stat, new bytes) to write."""
+        bare_unique = not links.answers_to(conn, kb, new_id.rsplit("/", 1)[-1].lower(), other_than=rowid)
+        plans = []
+        for source, keys in links.linking_sources(conn, rowid).items():
+            source_id, rel = conn.execute("SELECT id, path FROM entries WHERE rowid = ?", (source,)).fetchone()
+            path = folder / rel
+            try:
+                old, sst = path.read_bytes(), path.stat()
+                new = moves.retarget(old, source_id, keys, old_id, new_id, bare_is_unique=bare_unique)
+            except (OSError, UnicodeDecodeError, ValidationError) as exc:
+                result.skipped.append(f"{source_id}: {exc}")
+                continue
+            if new is not None:
+                plans.append((source_id, path, old, sst, new))
+        return plans
+
+    def entry_links(self, kb: str, entry_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The entry's resolved outgoing links, its backlinks and its unresolved links."""
+        rowid = self._rowid_or_404(kb, entry_id)
+        out = links.outgoing(self.db.conn, rowid)
+        return {"outgoing": [x for x in out if x["id"] is not None],
+                "backlinks": links.backlinks(self.db.conn, rowid),
+                "unresolved": [x for x in out if x["id"] is None]}
+
+    def unresolved_links(self, kb: str) -> list[dict[str, Any]]:
+        """Every link of the KB that resolves to no entry, by file."""
+        self.get_kb(kb)
+        return links.unresolved(self.db.conn, kb)
+
+    def _rowid_or_404(self, kb: str, entry_id: str) -> int:
+        check_kb_name(kb)
+        check_entry_id(entry_id)
+        rows = self.db.query("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (kb, entry_id))
+        if not rows:
+            self.get_kb(kb)
+            raise NotFoundError(f"no entry {entry_id!r} in KB {kb!r}")
+        return int(rows[0][0])
+
     def list_entries(self, kb: str, *, limit: int | None = None, offset: int = 0) -> list[Entry]:
         """Entries of a KB, most recently updated first."""
         self.get_kb(kb)
@@ -534,6 +645,7 @@ class KBService:
             else:
                 report.unchanged += 1
         gone = [entry_id for entry_id in known if entry_id not in seen]
+        renames = _renames(gone, known)
         batches = [todo[start:start + batch] for start in range(0, len(todo), batch)]
         with self.db.cache_size(BULK_CACHE_KIB if len(todo) > batch else None), \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyrite-parse") as reader:
@@ -547,7 +659,8 @@ class KBService:
                     ahead.append(reader.submit(self._parse_files, kb, folder, batches[i + 1], known))
                 report.errors.extend(errors)
                 gone.extend(entry_id for entry_id in vanished if entry_id in known)
-                self._write_parsed(kb, parsed, known, force, report)
+                self._write_parsed(kb, parsed, known, force, report, renames)
+        gone = [entry_id for entry_id in gone if entry_id not in report.moved_from]
         for start in range(0, len(gone), batch):
             with self.db.write() as conn:
                 self._delete_rows(conn, kb, gone[start:start + batch])
@@ -578,8 +691,10 @@ class KBService:
         return parsed, errors, vanished
 
     def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool]],
-                      known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport) -> None:
-        """Write parsed entries in one transaction; unchanged ones only get their file stamps."""
+                      known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport,
+                      renames: dict[str, str] | None = None) -> None:
+        """Write parsed entries in one transaction; unchanged ones only get their file stamps. A new file with
+        the content of a vanished one (renames: file hash -> old id) takes over its row: a move."""
         with self.db.write() as conn:
             for entry, data, st, same in parsed:
                 if same and not force:
@@ -588,6 +703,12 @@ class KBService:
                     report.unchanged += 1
                     continue
                 is_new = entry.id not in known
+                old_id = renames.pop(files.content_hash(data), None) if is_new and renames else None
+                if old_id is not None:
+                    self._move_row(conn, kb, old_id, entry.id, entry.path)
+                    report.moved_from.add(old_id)
+                    self._put_row(conn, entry, data, st, None)
+                    continue
                 rowid = self._put_row(conn, entry, data, st, "entry_created" if is_new else "entry_updated")
                 report.rowids.append(rowid)
                 if is_new:
@@ -595,6 +716,11 @@ class KBService:
                 else:
                     report.updated += 1
         report.queued = len(report.rowids)
+
+    def _move_row(self, conn: Any, kb: str, old_id: str, new_id: str, path: str) -> None:
+        """Give an entry row a new id and path, keeping its rowid (its vectors and queue row); log the move."""
+        conn.execute("UPDATE entries SET id = ?, path = ? WHERE kb = ? AND id = ?", (new_id, path, kb, old_id))
+        events.append(conn, "entry_moved", kb=kb, entry_id=new_id, old_id=old_id, now=time.time())
 
     def _entry_from_file(self, kb: str, entry_id: str, name: str, data: bytes, st: os.stat_result,
                          warnings: list[str] | None = None) -> Entry:
@@ -606,8 +732,9 @@ class KBService:
 
     # -- the one write transaction --------------------------------------------
 
-    def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str) -> int:
-        """Upsert the entries row (FTS follows by trigger), its passages, queue row and an event; return the rowid."""
+    def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str | None) -> int:
+        """Upsert the entries row (FTS follows by trigger), its passages, links and queue row, and an event
+        (unless None: the caller appends its own); return the rowid."""
         rowid = conn.execute(
             """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
                                     file_hash, file_mtime_ns, file_size)
@@ -623,6 +750,7 @@ class KBService:
              entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
         ).fetchone()[0]
         passages.write(conn, rowid, entry.body)
+        links.index_entry(conn, rowid, entry.kb, entry.id, file_links(data, entry.body, entry.id), aliases_of(entry.meta))
         now = time.time()
         if self.model_id:
             text = embed_text(entry.title, entry.body)
@@ -630,7 +758,8 @@ class KBService:
                                   blank=not text, model=self.model_id, now=now)
             if status == "skipped":
                 vectors.delete_entries(conn, [rowid])
-        events.append(conn, event, kb=entry.kb, entry_id=entry.id, now=now)
+        if event is not None:
+            events.append(conn, event, kb=entry.kb, entry_id=entry.id, now=now)
         return rowid
 
     def _put_and_plan(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str,
@@ -689,6 +818,7 @@ class KBService:
                 continue
             vectors.delete_entries(conn, [row[0]])
             passages.delete(conn, [row[0]])
+            links.forget_entry(conn, row[0])
             queue.delete(conn, [row[0]])
             conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
             events.append(conn, "entry_deleted", kb=kb, entry_id=entry_id, now=now)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-EVENT_TYPES = ("entry_created", "entry_updated", "entry_deleted", "embed_complete", "embed_failed")
+EVENT_TYPES = ("entry_created", "entry_updated", "entry_deleted", "entry_moved", "embed_complete", "embed_failed")
 RETENTION_S = 7 * 24 * 3600.0
 
 
 def append(conn: Any, type: str, *, kb: str | None, entry_id: str | None, now: float,
-           model: str | None = None, error: str | None = None) -> int:
-    """Append one event inside the caller's transaction; return its id."""
+           model: str | None = None, error: str | None = None, old_id: str | None = None) -> int:
+    """Append one event inside the caller's transaction (old_id: a move's former id); return its id."""
     cur = conn.execute(
-        "INSERT INTO events (type, kb, entry_id, model, error, created) VALUES (?, ?, ?, ?, ?, ?)",
-        (type, kb, entry_id, model, error, now),
+        "INSERT INTO events (type, kb, entry_id, model, error, created, old_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (type, kb, entry_id, model, error, now, old_id),
     )
     return int(cur.lastrowid)
 
@@ -27,15 +27,18 @@ def append_many(conn: Any, type: str, rows: list[tuple[str, str]], *, now: float
 
 
 def since(conn: Any, after_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Events with id > after_id, oldest first, as JSON-ready dicts."""
+    """Events with id > after_id, oldest first, as JSON-ready dicts (a move's also with old_id)."""
     rows = conn.execute(
-        "SELECT id, type, kb, entry_id, model, error, created FROM events WHERE id > ? ORDER BY id LIMIT ?",
+        "SELECT id, type, kb, entry_id, model, error, created, old_id FROM events WHERE id > ? ORDER BY id LIMIT ?",
         (after_id, limit),
     ).fetchall()
-    return [
-        {"id": r[0], "type": r[1], "kb": r[2], "entry_id": r[3], "model": r[4], "error": r[5], "time": r[6]}
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        event = {"id": r[0], "type": r[1], "kb": r[2], "entry_id": r[3], "model": r[4], "error": r[5], "time": r[6]}
+        if r[7] is not None:
+            event["old_id"] = r[7]
+        out.append(event)
+    return out
 
 
 def last_id(conn: Any) -> int:

@@ -286,6 +286,46 @@ def m008_tree_names(conn: Any) -> None:
     )
 
 
+@migration
+def m009_links(conn: Any) -> None:
+    # Links found in bodies and the names entries answer to (see storage/links.py); events of a move name
+    # the old id. Existing rows get no links here (parsing a body is not SQL): their file stamps are
+    # cleared so the next `index sync` or `index build` reads every file again (the text is unchanged,
+    # so nothing is re-embedded).
+    run_script(conn,
+        """
+        CREATE TABLE links (
+            source_rowid INTEGER NOT NULL REFERENCES entries(rowid) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kb TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            fragment TEXT NOT NULL DEFAULT '',
+            alias TEXT,
+            line INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            by_path INTEGER NOT NULL,
+            target_rowid INTEGER REFERENCES entries(rowid) ON DELETE SET NULL,
+            PRIMARY KEY (source_rowid, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX links_target ON links (target_rowid);
+        CREATE INDEX links_name ON links (kb, name_key);
+        CREATE TABLE link_names (
+            entry_rowid INTEGER NOT NULL REFERENCES entries(rowid) ON DELETE CASCADE,
+            kb TEXT NOT NULL,
+            key TEXT NOT NULL,
+            alias INTEGER NOT NULL,
+            lpath TEXT NOT NULL,
+            PRIMARY KEY (entry_rowid, key, alias)
+        ) WITHOUT ROWID;
+        CREATE INDEX link_names_key ON link_names (kb, key);
+        ALTER TABLE events ADD COLUMN old_id TEXT;
+        UPDATE entries SET file_hash = '', file_mtime_ns = -1;
+        """
+    )
+
+
 def _rebuild_vector_tables(conn: Any) -> None:
     """Recreate every vec0 table from the exact vectors in chunks (re-queue them without sqlite-vec)."""
     from pyrite.storage import vectors
