@@ -212,17 +212,17 @@ def test_cli_links_backlinks_get_and_index_check(vault: Path, pyrite_home: Path)
 
 def test_rest_links_and_move(vault: Path) -> None:
     with TestClient(create_app(load_settings(), worker=False), base_url="http://127.0.0.1") as client:
-        r = client.get("/api/entries/v/hub/links")
+        r = client.get("/api/links/v/hub")
         assert r.status_code == 200 and set(r.json()) == {"outgoing", "backlinks", "unresolved"}
         assert ids(r.json()["unresolved"], "target") == ["Missing note", "later-note"]
-        assert client.get("/api/entries/v/nope/links").status_code == 404
-        assert client.post("/api/entries/v/Target/move", json={"to": "hub"}).status_code == 409
-        assert client.post("/api/entries/v/Target/move", json={"to": 3}).status_code == 422
-        r = client.post("/api/entries/v/Target/move", json={"to": "Moved"})
+        assert client.get("/api/links/v/nope").status_code == 404
+        assert client.post("/api/move/v/Target", json={"to": "hub"}).status_code == 409
+        assert client.post("/api/move/v/Target", json={"to": 3}).status_code == 422
+        r = client.post("/api/move/v/Target", json={"to": "Moved"})
         assert r.status_code == 200, r.text
         assert r.json()["entry"]["id"] == "Moved" and sorted(r.json()["rewritten"]) == ["hub", "other"]
         assert client.get("/api/entries/v/Moved").status_code == 200
-        assert len(client.get("/api/entries/v/Moved/links").json()["backlinks"]) == 9
+        assert len(client.get("/api/links/v/Moved").json()["backlinks"]) == 9
 
 
 def test_mcp_get_has_links_and_move(vault: Path, pyrite_home: Path) -> None:

@@ -86,9 +86,9 @@ ROUTES = [
     resource("/api/health", get=routes.health),
     resource("/api/kbs", get=routes.list_kbs, post=routes.create_kb),
     resource("/api/entries", get=routes.list_entries, post=routes.create_entry),
-    # Before the entry routes, whose {entry_id:path} would take "ID/links" as an id.
-    resource("/api/entries/{kb}/{entry_id:path}/links", get=routes.entry_links),
-    resource("/api/entries/{kb}/{entry_id:path}/move", post=routes.move_entry),
+    # Not under /api/entries/{kb}/{id}/...: ids are paths, so "Projects/links" is an entry id there.
+    resource("/api/links/{kb}/{entry_id:path}", get=routes.entry_links),
+    resource("/api/move/{kb}/{entry_id:path}", post=routes.move_entry),
     resource("/api/entries/{kb}/{entry_id:path}", get=routes.get_entry, patch=routes.update_entry,
              delete=routes.delete_entry),
     resource("/api/search", get=routes.search),

@@ -142,6 +142,12 @@ _ENTRY_LINKS = {
     "DeleteEntry": {"operationId": "deleteEntry",
                     "parameters": {"kb": "$response.body#/kb", "entry_id": "$response.body#/id"}},
 }
+_MOVED_LINKS = {  # given, so the stateful phase does not guess links from the answer's field names
+    "GetMovedEntry": {"operationId": "getEntry",
+                      "parameters": {"kb": "$response.body#/entry/kb", "entry_id": "$response.body#/entry/id"}},
+    "MovedLinks": {"operationId": "entryLinks",
+                   "parameters": {"kb": "$response.body#/entry/kb", "entry_id": "$response.body#/entry/id"}},
+}
 _KB_LINKS = {
     "CreateEntry": {"operationId": "createEntry",
                     "requestBody": {"kb": "$response.body#/name", "title": "A linked entry", "body": "linked"}},
@@ -173,12 +179,12 @@ def _paths() -> dict[str, Any]:
             "delete": _op("deleteEntry", "Delete an entry, its vectors and its queue row", "200", "Deleted",
                           params=_ENTRY_PATH, errors=("404", "409")),
         },
-        "/api/entries/{kb}/{entry_id}/links": {
+        "/api/links/{kb}/{entry_id}": {
             "get": _op("entryLinks", "An entry's outgoing links, backlinks and unresolved links", "200", "Links",
                        params=_ENTRY_PATH, errors=("404",))},
-        "/api/entries/{kb}/{entry_id}/move": {
+        "/api/move/{kb}/{entry_id}": {
             "post": _op("moveEntry", "Rename an entry and rewrite the links to it; its vectors stay", "200",
-                        "Any", params=_ENTRY_PATH, body="Move", errors=("404", "409"))},
+                        "Moved", params=_ENTRY_PATH, body="Move", errors=("404", "409"), links=_MOVED_LINKS)},
         "/api/search": {"get": _search()},
         "/api/index/embed-status": {"get": _op(
             "embedStatus", "Embedding queue status", "200", "Status", params=[_query_kb()], errors=("404", "422"))},
@@ -251,6 +257,10 @@ def _schemas() -> dict[str, Any]:
         "Links": {"type": "object", "required": ["outgoing", "backlinks", "unresolved"],
                   "properties": {k: {"type": "array", "items": {"type": "object"}}
                                  for k in ("outgoing", "backlinks", "unresolved")}},
+        "Moved": {"type": "object", "required": ["entry", "old_id", "rewritten", "skipped"],
+                  "properties": {"entry": _ref("Entry"), "old_id": _STR,
+                                 "rewritten": {"type": "array", "items": _STR},
+                                 "skipped": {"type": "array", "items": _STR}}},
         "Move": {"type": "object", "required": ["to"], "additionalProperties": False,
                  "properties": {"to": _ENTRY_ID | {"description": "the new id"}}},
         "Deleted": {"type": "object", "required": ["deleted"],

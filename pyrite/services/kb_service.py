@@ -501,11 +501,11 @@ class KBService:
         other files there, in one transaction; the row keeps its rowid, so its vectors and queue state."""
         current = self.get_entry(kb, entry_id)
         check_entry_id(new_id)
-        if new_id == entry_id:
-            raise ValidationError(f"{entry_id!r} is already the entry's id")
+        result = moves.MoveResult(entry=current, old_id=entry_id)
+        if new_id == entry_id:  # a conflict with the current state, like a taken id (409), not bad input
+            raise ConflictError(f"{entry_id!r} is already the entry's id")
         folder = Path(self.get_kb(kb).path)
         old_path, new_path = folder / current.path, folder / f"{new_id}.md"
-        result = moves.MoveResult(entry=current, old_id=entry_id)
         undo: list[Callable[[], None]] = []  # file changes made so far, to reverse if the commit fails
         staged_files: list[tuple[files.Staged, Path, bytes]] = []
         installed = 0
