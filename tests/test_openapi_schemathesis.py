@@ -104,7 +104,12 @@ def run_schemathesis(base: str, work: Path, *extra: str, max_examples: int = MAX
     env = {**os.environ, "PYRITE_TEST_SANDBOX": str(sandbox), "SCHEMATHESIS_HOOKS": str(hooks),
            "NO_COLOR": "1", "COLUMNS": "120"}
     report = work / "report.json"
-    argv = [_schemathesis(), "run", f"{base}/api/openapi.json", "--checks", "all",
+    # The stateful phase follows the document's own links only. Links it infers from field names lead it
+    # to move an entry mid-scenario and then flag the old id's 404 as "created resource not found": it has
+    # no notion of a rename. The move itself is still fuzzed with every check in the other phases.
+    config = work / "schemathesis.toml"
+    config.write_text("[phases.stateful.inference]\nalgorithms = []\n")
+    argv = [_schemathesis(), "--config-file", str(config), "run", f"{base}/api/openapi.json", "--checks", "all",
             "--phases", phases, "--max-examples", str(max_examples),
             "--seed", str(SEED), "--workers", "1", "--request-timeout", "30", "--max-time", "90",
             "--report", "json", "--report-json-path", str(report), "--warnings", "off", *extra]
@@ -135,7 +140,7 @@ def test_schemathesis_all_checks_and_stateful_pass(server: tuple[str, Path, dict
     home, sandbox = work / "home", work / "sandbox"
     for kb in kbs:
         assert Path(kb["path"]).is_relative_to(home) or Path(kb["path"]).is_relative_to(sandbox), kb
-    expected = {"home", "sandbox", "server.log", "st_hooks.py", "report.json", ".schemathesis", ".hypothesis"}
+    expected = {"home", "sandbox", "server.log", "st_hooks.py", "report.json", "schemathesis.toml", ".schemathesis", ".hypothesis"}
     assert {p.name for p in work.iterdir()} <= expected, sorted(p.name for p in work.iterdir())
 
 
