@@ -161,6 +161,50 @@ def test_move_through_the_cli_rewrites_links_and_keeps_vectors(vault: Path, pyri
         core.close()
 
 
+SRC = (
+    "---\ntitle: Source   # kept\n---\n\n"
+    "[up](../../hub.md) [sib](<Sibling note.md#Part>) [enc](Sibling%20note.md) [self](src.md#Top)\n"
+    "[[./Sibling note|sib]] [[Target]] [root](/other.md) [web](https://example.com/a.md) [out](../../../x.md)\n"
+)
+
+
+def test_move_to_another_folder_rebases_the_files_own_relative_links(vault: Path, vcore: Pyrite) -> None:
+    deep = vault / "Notes" / "Deep"
+    deep.mkdir(parents=True)
+    (deep / "src.md").write_bytes(SRC.encode())
+    (deep / "Sibling note.md").write_text("# Sibling\n")
+    vcore.kbs.sync("v")
+    assert ids(vcore.kbs.entry_links("v", "Notes/Deep/src")["unresolved"], "target") == ["../../../x.md"]
+    result = vcore.kbs.move_entry("v", "Notes/Deep/src", "Elsewhere/src2")
+    assert result.rewritten == ["Elsewhere/src2"]
+    expected = (SRC.replace("(../../hub.md)", "(../hub.md)")
+                .replace("(<Sibling note.md#Part>)", "(<../Notes/Deep/Sibling note.md#Part>)")
+                .replace("(Sibling%20note.md)", "(../Notes/Deep/Sibling%20note.md)")
+                .replace("(src.md#Top)", "(src2.md#Top)")
+                .replace("[[./Sibling note|", "[[../Notes/Deep/Sibling note|"))
+    assert (vault / "Elsewhere" / "src2.md").read_bytes() == expected.encode()  # only those link bytes
+    assert not (deep / "src.md").exists()
+    info = vcore.kbs.entry_links("v", "Elsewhere/src2")
+    assert ids(info["unresolved"], "target") == ["../../../x.md"]  # still outside the KB, still as written
+    assert sorted(ids(info["outgoing"])) == ["Elsewhere/src2", "Notes/Deep/Sibling note", "Notes/Deep/Sibling note",
+                                             "Notes/Deep/Sibling note", "Target", "hub", "other"]
+    assert vcore.kbs.get_entry("v", "Elsewhere/src2").embedding_status in ("pending", "done")
+    report = vcore.kbs.sync("v")  # the index holds the rewritten file as it is on disk
+    assert (report.added, report.updated, report.removed) == (0, 0, 0)
+
+
+def test_move_within_its_folder_leaves_its_relative_links(vault: Path, vcore: Pyrite) -> None:
+    (vault / "Notes").mkdir()
+    data = "---\ntitle: A\n---\n[up](../hub.md) [[./Target]] [[Target]]\n".encode()  # title: not the name
+    (vault / "Notes" / "a.md").write_bytes(data)
+    vcore.kbs.sync("v")
+    assert vcore.embedding.wait_for("v", timeout=60) == 0
+    before = vector_state(vcore, "Notes/a")
+    result = vcore.kbs.move_entry("v", "Notes/a", "Notes/b")
+    assert result.rewritten == [] and (vault / "Notes" / "b.md").read_bytes() == data
+    assert vector_state(vcore, "Notes/b") == before  # nothing changed in its text: vectors and queue row kept
+
+
 def test_move_refuses_to_overwrite_and_bad_input(vault: Path, pyrite_home: Path) -> None:
     (vault / "taken.md.bak").write_text("x")
     (vault / ".taken.md").write_text("hidden")

@@ -523,6 +523,12 @@ class KBService:
                     raise NotFoundError(f"the file of entry {entry_id!r} is gone from {folder}; "
                                         f"run `pyrite index sync --kb {kb}`") from None
                 plans = self._retarget_plans(conn, kb, folder, rowid, entry_id, new_id, result)
+                rebased = moves.rebase(data, entry_id, new_id)  # its own relative links, seen from the new folder
+                if rebased is not None:  # installed over the renamed file (undo: its old bytes back)
+                    staged = files.stage(old_path.parent, rebased, mode=stat.S_IMODE(st.st_mode))
+                    staged_files.append((staged, new_path, data))
+                    data, st = rebased, staged.stat
+                    result.rewritten.append(new_id)
                 self._move_row(conn, kb, entry_id, new_id, f"{new_id}.md")
                 moved = self._entry_from_file(kb, new_id, f"{new_id}.md", data, st)
                 rowids = [self._put_row(conn, moved, data, st, None)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,46 @@ def retarget(data: bytes, source_id: str, keys: set[str], old_id: str, new_id: s
     if not changes:
         return None
     return rewrite(text, changes).encode("utf-8")
+
+
+def rebase(data: bytes, old_id: str, new_id: str) -> bytes | None:
+    """data, the file of entry old_id, with its relative links (markdown `](../x.md)`, wiki `[[./x]]`) written
+    so they reach the same files from new_id's folder (a link to itself follows it); every other byte as it
+    was. None when nothing changes (same folder and no link to itself)."""
+    text = data.decode("utf-8")
+    _, body = files.parse_markdown(text)
+    if not text.endswith(body):
+        return None
+    offset, changes = len(text) - len(body), []
+    for link in parse_links(body, old_id):
+        written = body[link.start:link.end]
+        if link.kind == MARKDOWN and not link.target.startswith("/"):
+            target = _within(old_id, link.target[:-3])
+        elif link.kind != MARKDOWN and written.startswith(("./", "../")):
+            target = _within(old_id, written)
+        else:
+            continue  # by name, KB path or from the KB's root: resolved the same wherever the file is
+        if target is None:
+            continue  # points outside the KB: left as written
+        target = new_id if target == old_id else target
+        if link.kind == MARKDOWN:
+            new = markdown_target(link, body, new_id, target)
+        else:
+            new = posixpath.relpath(target, _folder(new_id))
+            new = new if new.startswith("../") else "./" + new
+        if new != written:
+            changes.append((offset + link.start, offset + link.end, new))
+    return rewrite(text, changes).encode("utf-8") if changes else None
+
+
+def _folder(entry_id: str) -> str:
+    return posixpath.dirname(entry_id) or "."
+
+
+def _within(source_id: str, relative: str) -> str | None:
+    """The KB path `relative` names from source_id's folder, or None if it leaves the KB."""
+    path = posixpath.normpath(posixpath.join(_folder(source_id), relative))
+    return None if path == "." or path.startswith("../") or path == ".." else path
 
 
 def rename_exclusive(old: Path, new: Path) -> None:
