@@ -61,9 +61,10 @@ def test_build_indexes_every_note_of_the_vault_and_nothing_else(vault_core: Any)
     for rel in info["skipped"]:
         assert rel[:-3] not in found
     # Only the unreadable file and the broken YAML are reported: no word about attachments or hidden folders.
-    joined = "\n".join(report.errors)
-    assert len(report.errors) == 2, report.errors
-    assert "Windows/Latin-1 note.md" in joined and "Broken YAML.md" in joined
+    joined = "\n".join(report.errors + report.warnings)
+    assert len(report.errors) == 1 and len(report.warnings) == 1, (report.errors, report.warnings)
+    assert report.errors[0].startswith("Windows/Latin-1 note.md: skipped")
+    assert report.warnings[0].startswith("Broken YAML.md: line 2")
     for rel in info["attachments"] + [".obsidian", "node_modules", ".trash"]:
         assert rel not in joined
     crlf = core.kbs.get_entry("vault", info["crlf"])
@@ -228,8 +229,9 @@ def test_cli_create_folder_and_get_path_id(title_home: Path, tmp_path: Path) -> 
     made = cli("kb", "create", "vault", "--path", str(root), "--format", "json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["names"] == "title"
-    problems = json.loads(made.stdout)["index"]["errors"]
-    assert len(problems) == 2 and not any("screenshot.png" in p or ".obsidian" in p for p in problems)
+    index = json.loads(made.stdout)["index"]
+    problems = index["errors"] + index["warnings"]
+    assert (len(index["errors"]), len(index["warnings"])) == (1, 1) and not any("screenshot.png" in p or ".obsidian" in p for p in problems)
     created = cli("create", "--kb", "vault", "--title", "Daily: 2024/05/01?", "--folder", "Journal/May",
                   "--format", "json")
     assert created.returncode == 0, created.stderr

@@ -34,7 +34,7 @@ def _reindex(ctx: click.Context, kb: str | None, no_embed: bool, fmt: str, how: 
     for name in _kb_names(core, kb):
         report = core.kbs.build(name, force=force) if how == "build" else core.kbs.sync(name)
         reports.append(report)
-        for problem in report.errors:
+        for problem in report.errors + report.warnings:
             warn(f"warning: {name}: {problem}")
     seconds = time.perf_counter() - started
     embedded = None
@@ -46,7 +46,8 @@ def _reindex(ctx: click.Context, kb: str | None, no_embed: bool, fmt: str, how: 
         return
     for r in reports:
         click.echo(f"{r.kb}: {r.added} added, {r.updated} updated, {r.removed} removed, "
-                   f"{r.unchanged} unchanged in {seconds:.2f}s" + (f", {len(r.errors)} skipped" if r.errors else ""))
+                   f"{r.unchanged} unchanged in {seconds:.2f}s" + (f", {len(r.errors)} skipped" if r.errors else "")
+                   + (f", {len(r.warnings)} with warnings" if r.warnings else ""))
 
 
 def _embed_or_hand_over(core: Any, kb: str | None, fmt: str) -> dict[str, Any]:

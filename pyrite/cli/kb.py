@@ -61,7 +61,7 @@ def kb_create(ctx: click.Context, name: str, path: str | None, make: bool, names
     click.echo(f"Created KB {created.name} at {created.path}")
     if report.added:
         click.echo(f"Indexed {plural(report.added, 'existing entry', 'existing entries')}; run `pyrite index embed --kb {name}` to embed them.")
-    for problem in report.errors:
+    for problem in report.errors + report.warnings:
         click.echo(f"warning: {problem}", err=True)
 
 

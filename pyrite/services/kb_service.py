@@ -73,13 +73,14 @@ class IndexReport:
     unchanged: int = 0
     queued: int = 0
     moved_from: set[str] = field(default_factory=set)  # ids whose file turned up under another name
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a line per file skipped
+    warnings: list[str] = field(default_factory=list)  # a line per file indexed with a problem (broken YAML)
     rowids: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kb": self.kb, "added": self.added, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "moved": len(self.moved_from), "queued": self.queued,
-                "errors": list(self.errors)}
+                "errors": list(self.errors), "warnings": list(self.warnings)}
 
 
 def check_text(value: str, what: str) -> str:
@@ -660,10 +661,11 @@ class KBService:
             # GIL, so on two cores the parsing mostly hides behind the writing.
             ahead = [reader.submit(self._parse_files, kb, folder, batches[0], known)] if batches else []
             for i in range(len(batches)):
-                parsed, errors, vanished = ahead.pop().result()
+                parsed, errors, warnings, vanished = ahead.pop().result()
                 if i + 1 < len(batches):
                     ahead.append(reader.submit(self._parse_files, kb, folder, batches[i + 1], known))
                 report.errors.extend(errors)
+                report.warnings.extend(warnings)
                 gone.extend(entry_id for entry_id in vanished if entry_id in known)
                 self._write_parsed(kb, parsed, known, force, report, renames)
         gone = [entry_id for entry_id in gone if entry_id not in report.moved_from]
@@ -675,16 +677,18 @@ class KBService:
 
     def _parse_files(self, kb: str, folder: Path, todo: list[tuple[str, str, os.stat_result]],
                      known: dict[str, tuple[Any, ...]]
-                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str], list[str]]:
-        """Read and parse files (no database access): the entries, an error line per skipped file, and the
-        ids whose files were deleted since the walk (skipped without a word: they are simply gone)."""
+                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str], list[str], list[str]]:
+        """Read and parse files (no database access): the entries, an error line per skipped file, a warning
+        line per file indexed despite a problem, and the ids whose files were deleted since the walk (skipped
+        without a word: they are simply gone)."""
         parsed: list[tuple[Entry, bytes, os.stat_result, bool]] = []
         errors: list[str] = []
+        warnings: list[str] = []
         vanished: list[str] = []
         for entry_id, rel, st in todo:
             try:
                 data = (folder / rel).read_bytes()
-                entry = self._entry_from_file(kb, entry_id, rel, data, st, warnings=errors)
+                entry = self._entry_from_file(kb, entry_id, rel, data, st, warnings=warnings)
             except FileNotFoundError:
                 vanished.append(entry_id)
                 continue
@@ -694,7 +698,7 @@ class KBService:
             old = known.get(entry_id)
             same = old is not None and old[2] == files.content_hash(data)
             parsed.append((entry, data, st, same))
-        return parsed, errors, vanished
+        return parsed, errors, warnings, vanished
 
     def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool]],
                       known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport,
