@@ -211,6 +211,35 @@ def test_created_comes_from_the_file_never_now(core: Pyrite) -> None:
     assert (folder / "s.md").read_text() == "changed"  # and no frontmatter was added unasked
 
 
+def test_created_of_a_file_without_one_stays_through_edits_syncs_and_moves(core: Pyrite) -> None:
+    folder = folder_of(core)
+    path = folder / "plain.md"
+    path.write_text("no frontmatter\n")
+    past = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc).timestamp()
+    os.utime(path, (past, past))
+    core.kbs.build("notes")
+    first = core.kbs.get_entry("notes", "plain").created
+    # Saved in an editor (atomic rename: new inode, new mtime) and synced: the first date stays.
+    tmp = folder / ".plain.md.swp"
+    tmp.write_text("no frontmatter, edited in vim\n")
+    os.replace(tmp, path)
+    later = past + 86400 * 365
+    os.utime(path, (later, later))
+    assert core.kbs.sync("notes").updated == 1
+    assert core.kbs.get_entry("notes", "plain").created == first
+    assert core.kbs.build("notes", force=True).updated == 1
+    assert core.kbs.get_entry("notes", "plain").created == first
+    # Renamed outside pyrite: the same row moves, with its date.
+    os.rename(path, folder / "renamed.md")
+    assert core.kbs.sync("notes").moved_from == {"plain"}
+    assert core.kbs.get_entry("notes", "renamed").created == first
+    # A date the file states wins over the remembered one.
+    (folder / "renamed.md").write_text("---\ncreated: 1999-12-31\n---\nnow dated\n")
+    os.utime(folder / "renamed.md", (later + 5, later + 5))
+    core.kbs.sync("notes")
+    assert core.kbs.get_entry("notes", "renamed").created == "1999-12-31"
+
+
 # -- what pyrite writes on its own ------------------------------------------------------------------
 
 

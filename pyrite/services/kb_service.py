@@ -531,13 +531,14 @@ class KBService:
                     data, st = rebased, staged.stat
                     result.rewritten.append(new_id)
                 self._move_row(conn, kb, entry_id, new_id, f"{new_id}.md")
-                moved = self._entry_from_file(kb, new_id, f"{new_id}.md", data, st)
-                rowids = [self._put_row(conn, moved, data, st, None)]
+                moved, stated = self._entry_from_file(kb, new_id, f"{new_id}.md", data, st)
+                rowids = [self._put_row(conn, moved, data, st, None, created_stated=stated)]
                 for source_id, path, old, sst, new in plans:
                     staged = files.stage(path.parent, new, mode=stat.S_IMODE(sst.st_mode))  # keep its permissions
                     staged_files.append((staged, path, old))
-                    entry = self._entry_from_file(kb, source_id, path.relative_to(folder).as_posix(), new, staged.stat)
-                    rowids.append(self._put_row(conn, entry, new, staged.stat, "entry_updated"))
+                    entry, stated = self._entry_from_file(kb, source_id, path.relative_to(folder).as_posix(), new,
+                                                          staged.stat)
+                    rowids.append(self._put_row(conn, entry, new, staged.stat, "entry_updated", created_stated=stated))
                     result.rewritten.append(source_id)
                 pending = [r[0] for r in conn.execute(  # the rewritten files' text changed: embed them again
                     "SELECT entry_rowid FROM embed_queue WHERE status = 'pending' AND entry_rowid IN "
@@ -677,18 +678,18 @@ class KBService:
 
     def _parse_files(self, kb: str, folder: Path, todo: list[tuple[str, str, os.stat_result]],
                      known: dict[str, tuple[Any, ...]]
-                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool]], list[str], list[str], list[str]]:
+                     ) -> tuple[list[tuple[Entry, bytes, os.stat_result, bool, bool]], list[str], list[str], list[str]]:
         """Read and parse files (no database access): the entries, an error line per skipped file, a warning
         line per file indexed despite a problem, and the ids whose files were deleted since the walk (skipped
         without a word: they are simply gone)."""
-        parsed: list[tuple[Entry, bytes, os.stat_result, bool]] = []
+        parsed: list[tuple[Entry, bytes, os.stat_result, bool, bool]] = []
         errors: list[str] = []
         warnings: list[str] = []
         vanished: list[str] = []
         for entry_id, rel, st in todo:
             try:
                 data = (folder / rel).read_bytes()
-                entry = self._entry_from_file(kb, entry_id, rel, data, st, warnings=warnings)
+                entry, stated = self._entry_from_file(kb, entry_id, rel, data, st, warnings=warnings)
             except FileNotFoundError:
                 vanished.append(entry_id)
                 continue
@@ -697,16 +698,16 @@ class KBService:
                 continue
             old = known.get(entry_id)
             same = old is not None and old[2] == files.content_hash(data)
-            parsed.append((entry, data, st, same))
+            parsed.append((entry, data, st, same, stated))
         return parsed, errors, warnings, vanished
 
-    def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool]],
+    def _write_parsed(self, kb: str, parsed: list[tuple[Entry, bytes, os.stat_result, bool, bool]],
                       known: dict[str, tuple[Any, ...]], force: bool, report: IndexReport,
                       renames: dict[str, str] | None = None) -> None:
         """Write parsed entries in one transaction; unchanged ones only get their file stamps. A new file with
         the content of a vanished one (renames: file hash -> old id) takes over its row: a move."""
         with self.db.write() as conn:
-            for entry, data, st, same in parsed:
+            for entry, data, st, same, stated in parsed:
                 if same and not force:
                     conn.execute("UPDATE entries SET file_mtime_ns = ?, file_size = ? WHERE kb = ? AND id = ?",
                                  (st.st_mtime_ns, st.st_size, kb, entry.id))
@@ -717,9 +718,10 @@ class KBService:
                 if old_id is not None:
                     self._move_row(conn, kb, old_id, entry.id, entry.path)
                     report.moved_from.add(old_id)
-                    self._put_row(conn, entry, data, st, None)
+                    self._put_row(conn, entry, data, st, None, created_stated=stated)
                     continue
-                rowid = self._put_row(conn, entry, data, st, "entry_created" if is_new else "entry_updated")
+                rowid = self._put_row(conn, entry, data, st, "entry_created" if is_new else "entry_updated",
+                                      created_stated=stated)
                 report.rowids.append(rowid)
                 if is_new:
                     report.added += 1
@@ -733,31 +735,37 @@ class KBService:
         events.append(conn, "entry_moved", kb=kb, entry_id=new_id, old_id=old_id, now=time.time())
 
     def _entry_from_file(self, kb: str, entry_id: str, name: str, data: bytes, st: os.stat_result,
-                         warnings: list[str] | None = None) -> Entry:
-        """The entry a file's content gives (rules in file_fields); broken YAML adds a line to warnings."""
+                         warnings: list[str] | None = None) -> tuple[Entry, bool]:
+        """The entry a file's content gives (rules in file_fields) and whether the file states its created;
+        broken YAML adds a line to warnings."""
         fields = file_fields.read_fields(data, name, st)
         if fields.problem is not None and warnings is not None:
             warnings.append(file_fields.problem_line(name, fields.problem))
-        return _entry_of(kb, entry_id, name, fields)
+        return _entry_of(kb, entry_id, name, fields), _own_created(fields)
 
     # -- the one write transaction --------------------------------------------
 
-    def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str | None) -> int:
+    def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str | None, *,
+                 created_stated: bool = True) -> int:
         """Upsert the entries row (FTS follows by trigger), its passages, links and queue row, and an event
-        (unless None: the caller appends its own); return the rowid."""
+        (unless None: the caller appends its own); return the rowid. An existing row keeps its created unless
+        created_stated (the file says when it was created)."""
         rowid = conn.execute(
             """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
                                     file_hash, file_mtime_ns, file_size)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (kb, id) DO UPDATE SET title = excluded.title, body = excluded.body,
                  type = excluded.type, tags = excluded.tags, meta = excluded.meta,
-                 created = excluded.created, updated = excluded.updated, path = excluded.path,
+                 created = CASE WHEN ? THEN excluded.created ELSE entries.created END, updated = excluded.updated, path = excluded.path,
                  file_hash = excluded.file_hash, file_mtime_ns = excluded.file_mtime_ns,
                  file_size = excluded.file_size
                RETURNING rowid""",
             (entry.kb, entry.id, entry.title, entry.body, entry.type,
              json.dumps(entry.tags, ensure_ascii=False), json.dumps(entry.meta, ensure_ascii=False),
-             entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size),
+             entry.created, entry.updated, entry.path, files.content_hash(data), st.st_mtime_ns, st.st_size,
+             # A file that does not say when it was created is dated by its stat, which every save moves
+             # (Linux has no birth time): the first date seen stays.
+             created_stated),
         ).fetchone()[0]
         passages.write(conn, rowid, entry.body)
         links.index_entry(conn, rowid, entry.kb, entry.id, file_links(data, entry.body, entry.id), aliases_of(entry.meta))
