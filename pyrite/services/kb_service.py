@@ -707,6 +707,7 @@ class KBService:
         """Write parsed entries in one transaction; unchanged ones only get their file stamps. A new file with
         the content of a vanished one (renames: file hash -> old id) takes over its row: a move."""
         with self.db.write() as conn:
+            link_batch: list[Any] = []  # links are resolved once for the batch: they may name each other
             for entry, data, st, same, stated in parsed:
                 if same and not force:
                     conn.execute("UPDATE entries SET file_mtime_ns = ?, file_size = ? WHERE kb = ? AND id = ?",
@@ -718,15 +719,16 @@ class KBService:
                 if old_id is not None:
                     self._move_row(conn, kb, old_id, entry.id, entry.path)
                     report.moved_from.add(old_id)
-                    self._put_row(conn, entry, data, st, None, created_stated=stated)
+                    self._put_row(conn, entry, data, st, None, created_stated=stated, link_batch=link_batch)
                     continue
                 rowid = self._put_row(conn, entry, data, st, "entry_created" if is_new else "entry_updated",
-                                      created_stated=stated)
+                                      created_stated=stated, link_batch=link_batch)
                 report.rowids.append(rowid)
                 if is_new:
                     report.added += 1
                 else:
                     report.updated += 1
+            links.index_entries(conn, kb, link_batch)
         report.queued = len(report.rowids)
 
     def _move_row(self, conn: Any, kb: str, old_id: str, new_id: str, path: str) -> None:
@@ -746,10 +748,11 @@ class KBService:
     # -- the one write transaction --------------------------------------------
 
     def _put_row(self, conn: Any, entry: Entry, data: bytes, st: os.stat_result, event: str | None, *,
-                 created_stated: bool = True) -> int:
+                 created_stated: bool = True, link_batch: list[Any] | None = None) -> int:
         """Upsert the entries row (FTS follows by trigger), its passages, links and queue row, and an event
         (unless None: the caller appends its own); return the rowid. An existing row keeps its created unless
-        created_stated (the file says when it was created)."""
+        created_stated (the file says when it was created). With link_batch, the entry's links are added to it
+        for the caller to index (links.index_entries) before its transaction ends."""
         rowid = conn.execute(
             """INSERT INTO entries (kb, id, title, body, type, tags, meta, created, updated, path,
                                     file_hash, file_mtime_ns, file_size)
@@ -768,7 +771,11 @@ class KBService:
              created_stated),
         ).fetchone()[0]
         passages.write(conn, rowid, entry.body)
-        links.index_entry(conn, rowid, entry.kb, entry.id, file_links(data, entry.body, entry.id), aliases_of(entry.meta))
+        written = (rowid, entry.id, file_links(data, entry.body, entry.id), aliases_of(entry.meta))
+        if link_batch is None:
+            links.index_entries(conn, entry.kb, [written])
+        else:
+            link_batch.append(written)
         now = time.time()
         if self.model_id:
             text = embed_text(entry.title, entry.body)
