@@ -205,6 +205,20 @@ def test_move_within_its_folder_leaves_its_relative_links(vault: Path, vcore: Py
     assert vector_state(vcore, "Notes/b") == before  # nothing changed in its text: vectors and queue row kept
 
 
+
+def test_move_rewrites_the_files_links_to_itself_by_name_and_by_path(vault: Path, vcore: Pyrite) -> None:
+    (vault / "A").mkdir()
+    data = "See [[Note one]], [[note one#Top|me]], [[A/Note one]] and [[Target]].\n"
+    (vault / "A" / "Note one.md").write_text(data)
+    vcore.kbs.sync("v")
+    assert ids(vcore.kbs.entry_links("v", "A/Note one")["outgoing"]).count("A/Note one") == 3
+    result = vcore.kbs.move_entry("v", "A/Note one", "B/Renamed")
+    assert result.rewritten == ["B/Renamed"]
+    assert (vault / "B" / "Renamed.md").read_text() == (
+        "See [[Renamed]], [[Renamed#Top|me]], [[B/Renamed]] and [[Target]].\n")
+    info = vcore.kbs.entry_links("v", "B/Renamed")
+    assert info["unresolved"] == [] and ids(info["outgoing"]).count("B/Renamed") == 3
+
 def test_move_refuses_to_overwrite_and_bad_input(vault: Path, pyrite_home: Path) -> None:
     (vault / "taken.md.bak").write_text("x")
     (vault / ".taken.md").write_text("hidden")

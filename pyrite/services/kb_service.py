@@ -523,8 +523,13 @@ class KBService:
                 except FileNotFoundError:
                     raise NotFoundError(f"the file of entry {entry_id!r} is gone from {folder}; "
                                         f"run `pyrite index sync --kb {kb}`") from None
-                plans = self._retarget_plans(conn, kb, folder, rowid, entry_id, new_id, result)
+                bare_unique = not links.answers_to(conn, kb, new_id.rsplit("/", 1)[-1].lower(), other_than=rowid)
+                plans = self._retarget_plans(conn, kb, folder, rowid, entry_id, new_id, bare_unique, result)
                 rebased = moves.rebase(data, entry_id, new_id)  # its own relative links, seen from the new folder
+                own = links.keys_to_itself(conn, rowid)  # and its links to itself by name or KB path
+                if own:
+                    rebased = moves.retarget(rebased or data, new_id, own, entry_id, new_id,
+                                             bare_is_unique=bare_unique) or rebased
                 if rebased is not None:  # installed over the renamed file (undo: its old bytes back)
                     staged = files.stage(old_path.parent, rebased, mode=stat.S_IMODE(st.st_mode))
                     staged_files.append((staged, new_path, data))
@@ -563,9 +568,10 @@ class KBService:
         return result
 
     def _retarget_plans(self, conn: Any, kb: str, folder: Path, rowid: int, old_id: str, new_id: str,
-                        result: moves.MoveResult) -> list[tuple[str, Path, bytes, os.stat_result, bytes]]:
-        """For each other file linking to the entry: (id, path, old bytes, stat, new bytes) to write."""
-        bare_unique = not links.answers_to(conn, kb, new_id.rsplit("/", 1)[-1].lower(), other_than=rowid)
+                        bare_unique: bool, result: moves.MoveResult
+                        ) -> list[tuple[str, Path, bytes, os.stat_result, bytes]]:
+        """For each other file linking to the entry: (id, path, old bytes, stat, new bytes) to write
+        (bare_unique: the new file name answers to no other entry, so a link by name is enough)."""
         plans = []
         for source, keys in links.linking_sources(conn, rowid).items():
             source_id, rel = conn.execute("SELECT id, path FROM entries WHERE rowid = ?", (source,)).fetchone()

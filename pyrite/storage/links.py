@@ -159,6 +159,12 @@ def linking_sources(conn: Any, rowid: int) -> dict[int, set[str]]:
     return out
 
 
+def keys_to_itself(conn: Any, rowid: int) -> set[str]:
+    """The link keys in the entry's own file that resolve to the entry itself."""
+    return {r[0] for r in conn.execute(
+        "SELECT key FROM links WHERE source_rowid = ? AND target_rowid = ?", (rowid, rowid))}
+
+
 def answers_to(conn: Any, kb: str, name_key: str, *, other_than: int) -> bool:
     """True if an entry other than other_than has this file name or alias (lowercased)."""
     return conn.execute("SELECT 1 FROM link_names WHERE kb = ? AND key = ? AND entry_rowid != ? LIMIT 1",
