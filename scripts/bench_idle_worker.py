@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""What an idle EmbeddingWorker costs: write transactions per second and CPU, at concurrency 1 and 4.
+
+A worker with nothing to do runs in this process as the server runs it (``process_queue``) over a KB
+whose entries are all embedded, for ``--seconds`` each. Write transactions are counted at
+``Database.write`` (every ``BEGIN IMMEDIATE`` in pyrite goes through it: claims, heartbeats,
+maintenance); CPU is this process's user+system time over the window, against the wall time.
+
+    .venv/bin/python scripts/bench_idle_worker.py --seconds 20 --json /tmp/idle.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pyrite.config import load_settings  # noqa: E402
+from pyrite.core import Pyrite  # noqa: E402
+from pyrite.storage.db import Database  # noqa: E402
+from pyrite.worker import EmbeddingWorker  # noqa: E402
+
+
+class WriteCounter:
+    """Counts Database.write transactions process-wide while installed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._real = Database.write
+
+    @contextmanager
+    def install(self) -> Iterator[None]:
+        real, counter = self._real, self
+
+        @contextmanager
+        def counted(db: Database) -> Iterator[Any]:
+            with counter._lock:
+                counter.count += 1
+            with real(db) as conn:
+                yield conn
+
+        Database.write = counted  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            Database.write = real  # type: ignore[method-assign]
+
+
+def measure(home: Path, concurrency: int, seconds: float) -> dict[str, float]:
+    """Run an idle worker for `seconds`; its write transactions a second and CPU share of one core."""
+    env = {"PYRITE_HOME": str(home), "PYRITE_EMBED_PROVIDER": "hash",
+           "PYRITE_EMBED_CONCURRENCY": str(concurrency), "PYRITE_KB_NAMES": "slug"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        core = Pyrite(load_settings(), autocheckpoint=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if not core.kbs.list_kbs():
+        core.kbs.create_kb("idle")
+        for i in range(20):
+            core.kbs.create_entry("idle", title=f"note {i}", body=f"body {i}")
+    worker = EmbeddingWorker(core.embedding, kind="server")
+    counter = WriteCounter()
+
+    async def run() -> dict[str, float]:
+        task = asyncio.create_task(worker.process_queue())
+        await asyncio.sleep(2.0)  # started, the queue drained: from here on it is idle
+        with counter.install():
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            cpu, wall, writes = time.process_time() - cpu0, time.perf_counter() - wall0, counter.count
+        worker.request_stop()
+        await task
+        return {"concurrency": concurrency, "seconds": round(wall, 2), "write_tx": writes,
+                "write_tx_per_s": round(writes / wall, 2), "cpu_s": round(cpu, 3),
+                "cpu_percent": round(100 * cpu / wall, 2)}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        core.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="pyrite-idle-") as tmp:
+        for concurrency in (1, 4):
+            results.append(measure(Path(tmp) / f"home{concurrency}", concurrency, args.seconds))
+            print(json.dumps(results[-1]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
