@@ -8,21 +8,22 @@ from pyrite.config import Settings
 from pyrite.embedders import Embedder
 from pyrite.services.embedding_service import EmbeddingService
 from pyrite.services.kb_service import KBService
+from pyrite.services.provider import Provider
 from pyrite.services.search_service import SearchService
 from pyrite.storage.db import Database
 
 
 class Pyrite:
-    """A pyrite home opened for use: the index database plus the KB, search and embedding services."""
+    """A pyrite home opened for use: the index database, the embedding provider, and the KB, search and embedding services."""
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autocheckpoint: bool = True,
                  reload: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_path, autocheckpoint=autocheckpoint)
-        self.embedding = EmbeddingService(self.db, settings, embedder, reload=reload)
-        self.kbs = KBService(self.db, settings, hooks=self.embedding,
-                             model_id=lambda: self.embedding.model_id if self.embedding.enabled else "")
+        self.provider = Provider(self.db, settings, embedder, reload=reload)
+        self.embedding = EmbeddingService(self.db, self.provider)
+        self.kbs = KBService(self.db, settings, hooks=self.embedding)
         self.search = SearchService(self.db, self.embedding)
 
     def close(self) -> None:

@@ -46,7 +46,7 @@ async def embedding_worker(core: Pyrite) -> AsyncIterator[EmbeddingWorker | None
     The model loads on the worker's first batch, not at startup; on exit the batch in hand finishes or is
     released, and anything still pending stays queued for the next worker (any process).
     """
-    if not core.embedding.enabled:
+    if not core.provider.enabled:
         yield None
         return
     worker = EmbeddingWorker(core.embedding, kind="mcp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -91,6 +92,11 @@ def embed_text(title: str, body: str) -> str:
     if title and body:
         return f"{title}\n\n{body}"
     return title or body
+
+
+def text_hash(title: str, body: str) -> str:
+    """The sha256 of embed_text(title, body): what the embed queue compares to know a text changed."""
+    return hashlib.sha256(embed_text(title, body).encode("utf-8")).hexdigest()
 
 
 def aliases_of(meta: dict[str, Any]) -> list[str]:

@@ -1,68 +1,28 @@
-"""EmbeddingWorker: claims batches from the embed queue and embeds them, off the event loop."""
+"""EmbeddingWorker: threads that each claim a batch from the embed queue and embed it, until told to stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue as thread_queue
 import threading
 import time
 import traceback
 from typing import Any, Callable
 
 from pyrite.errors import EmbeddingError
-from pyrite.services.embedding_service import BatchResult, EmbeddingService, new_owner
-from pyrite.storage import events, queue, workers
+from pyrite.services.batches import BatchResult
+from pyrite.services.embedding_service import EmbeddingService, new_owner
 from pyrite.storage.queue import Claim
 
 log = logging.getLogger("pyrite.worker")
-POLL_INTERVAL_S = 0.25  # how soon writes from other processes are noticed (an idle claim costs ~0.1 ms)
+# An idle runner looks at the queue after POLL_INTERVAL_S, then twice as long each time it finds nothing, up
+# to IDLE_MAX_S: how late a write of another process can be noticed. A write in this process wakes it at once,
+# and an item due later (a retry) is looked at when it is due.
+POLL_INTERVAL_S = 0.25
+IDLE_MAX_S = 2.0
 MISCONFIGURED_PAUSE_S = 30.0
 MAINTENANCE_EVERY_S = 30.0
-
-
-class _Runner:
-    """One daemon thread that runs blocking calls for the event loop (model and SQLite work).
-
-    A daemon thread, unlike asyncio's default executor, never holds up process
-    exit: after a forced stop the leases simply expire.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: thread_queue.Queue[Any] = thread_queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, loop, future = job
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
-
-    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((fn, loop, future))
-        return future
-
-    def close(self) -> None:
-        self._jobs.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+UNREGISTER_WAIT_S = 5.0  # after the grace period, how long a stop still waits for a late batch and the cleanup
 
 
 class EmbeddingWorker:
@@ -83,16 +43,20 @@ class EmbeddingWorker:
         self.claim_ahead = claim_ahead
         self._ahead: list[list[Claim]] = []
         self._ahead_lock = threading.Lock()
+        self._claiming = threading.Lock()
         self.paused_until = 0.0
         self._misconfigured = False
         self.last_error: str | None = None
         self.totals = BatchResult()
         self.running = False
+        # The one stop signal: request_stop, a drained queue (until_empty) or a misconfigured foreground run.
         self._stop = threading.Event()
+        self._drained = False  # the stop came from an empty queue (until_empty): settle the index first
+        # Wake-ups from this process's writes: a counter, so one that comes mid-batch is not slept through.
+        self._woken = 0
+        self._wake = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._stopped: asyncio.Event | None = None
-        self.on_batch: Callable[[BatchResult], None] | None = None
+        self.on_batch: Callable[[BatchResult], None] | None = None  # called on the event loop
         # A foreground run stops at a misconfigured provider (nobody fixes it while it waits) instead of pausing.
         self.stop_on_misconfigured = False
         self.misconfigured: str | None = None  # the error that paused or stopped it
@@ -102,22 +66,26 @@ class EmbeddingWorker:
     def run_once(self, now: float | None = None) -> BatchResult:
         """Claim one due batch and process it; returns what happened (claimed == 0 when idle)."""
         t = time.time() if now is None else now
-        if t < self.paused_until or self._stop.is_set():
-            return BatchResult()
-        if self._misconfigured:
-            # The user may have fixed the key or model meanwhile: pick up the current settings.
-            self._misconfigured = False
-            self.service.refresh_settings()
-        items = self._take_ahead() or self.service.claim(self.id, now=t, kb=self.kb)
+        # The check and the claim are one step for this worker's runners: a pause set meanwhile is seen.
+        with self._claiming:
+            if t < self.paused_until or self._stop.is_set():
+                return BatchResult()
+            if self._misconfigured:
+                # The user may have fixed the key or model meanwhile: pick up the current settings.
+                self._misconfigured = False
+                self.service.provider.refresh_settings()
+            items = self._take_ahead() or self.service.claim(self.id, now=t, kb=self.kb)
         then = (self.id, self.kb) if self.claim_ahead and not self._stop.is_set() else None
         try:
-            result = self.service.process(items, now=now, then_claim=then)
+            result = self.service.batches.process(items, now=now, then_claim=then)
         except EmbeddingError as exc:  # provider misconfigured: items were handed back untouched
-            self.last_error = self.service.redact(str(exc))
-            self._misconfigured = True
-            self.paused_until = t + MISCONFIGURED_PAUSE_S
-            self._release_ahead(now)
-            self.misconfigured = self.last_error
+            with self._claiming:
+                self._misconfigured = True
+                self.paused_until = t + MISCONFIGURED_PAUSE_S
+                self._release_ahead(now)
+                # Another runner may have claimed what this batch handed back, before the pause: give it back.
+                self.service.release_owner(self.id, now=now)
+            self.last_error = self.misconfigured = self.service.provider.redact(str(exc))
             if self.stop_on_misconfigured:
                 self.request_stop()
             else:
@@ -133,7 +101,7 @@ class EmbeddingWorker:
             self.paused_until = (time.time() if now is None else t) + result.paused_for
             self._release_ahead(now)  # another worker may take them meanwhile
         if result.errors:
-            self.last_error = self.service.redact(result.errors[-1])
+            self.last_error = self.service.provider.redact(result.errors[-1])
         elif result.done:
             self.last_error = None  # the provider works again: an old error would mislead
         self.totals.add(result)
@@ -158,20 +126,18 @@ class EmbeddingWorker:
 
     def attach(self) -> None:
         """From now on this process's writes only queue and wake this worker, even while it still starts."""
-        self.service.wake = self.notify
+        self.service.attach_worker(self.notify)
 
     def notify(self) -> None:
-        """Wake the loop now (thread-safe): a write in this process queued work."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
+        """Wake the idle runners now (thread-safe): a write in this process queued work."""
+        with self._wake:
+            self._woken += 1
+            self._wake.notify_all()
 
     def request_stop(self) -> None:
         """Stop claiming; the batch in hand finishes within the grace period or is released (thread-safe)."""
+        self._drained = False
         self._stop.set()
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None:
-            loop.call_soon_threadsafe(stopped.set)
         self.notify()
 
     @property
@@ -181,141 +147,133 @@ class EmbeddingWorker:
     async def process_queue(self) -> BatchResult:
         """Work the queue until request_stop (or, with until_empty, until nothing is pending).
 
-        Up to `settings.concurrency` batches are in flight at once, each its own
-        claim on its own thread (remote providers overlap their network waits).
+        `settings.concurrency` runner threads each loop over run_once (remote providers overlap their
+        network waits), next to one heartbeat thread; this coroutine only starts them and waits.
         """
         self._loop = asyncio.get_running_loop()
         self.claim_ahead = True  # what is claimed ahead is released with the rest on stop (_unregister)
-        self._wake = asyncio.Event()
-        self._stopped = asyncio.Event()
-        if self._stop.is_set():
-            self._stopped.set()
-        runners = [_Runner(f"pyrite-{self.id}-{i}") for i in range(max(1, self.service.settings.concurrency))]
-        free = list(runners)
-        inflight: dict[asyncio.Future[Any], _Runner] = {}
-        beat = threading.Thread(target=self._heartbeat, name=f"pyrite-hb-{self.id}", daemon=True)
-        await runners[0].submit(self._register)
+        await asyncio.to_thread(self._db_call, self._register)
         self.attach()
         self.running = True
-        beat.start()
-        stop_wait = asyncio.ensure_future(self._wait_stop())
-        idle = False
+        threads = [threading.Thread(target=self._runner, name=f"pyrite-{self.id}-{i}", daemon=True)
+                   for i in range(max(1, self.service.provider.settings.concurrency))]
+        beat = threading.Thread(target=self._heartbeat, name=f"pyrite-hb-{self.id}", daemon=True)
+        for thread in (*threads, beat):
+            thread.start()
         try:
-            while not self._stop.is_set():
-                if self._wake.is_set():  # a write in this process: look again at once
-                    self._wake.clear()
-                    idle = False
-                while free and not idle and time.time() >= self.paused_until:
-                    runner = free.pop()
-                    inflight[runner.submit(self.run_once)] = runner
-                if not inflight:
-                    if self.until_empty and await runners[0].submit(self._queue_empty):
-                        await runners[0].submit(self._settle_index)
-                        break
-                    pause = max(0.0, self.paused_until - time.time())
-                    await self._sleep(max(pause, self.poll_interval) if pause else self.poll_interval)
-                    idle = False
-                    continue
-                done, _ = await asyncio.wait({*inflight, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    if future is stop_wait:
-                        continue
-                    free.append(inflight.pop(future))
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
-                        self.last_error = self.service.redact(f"{type(exc).__name__}: {exc}")
-                        log.error("embedding batch failed: %s",
-                                  self.service.redact("".join(traceback.format_exception(exc))))
-                        idle = True
-                        continue
-                    if result.claimed == 0:
-                        idle = True
-                    elif self.on_batch is not None:
-                        self.on_batch(result)
-            if inflight:
-                await self._finish_or_release(list(inflight))
+            await asyncio.to_thread(self._stop.wait)
+            if not await self._join(threads, self.grace):
+                # Hand the batches back with their attempt; late completions are discarded by the lease guard.
+                released = await asyncio.to_thread(self._db_call, lambda: self.service.release_owner(self.id))
+                log.warning("released %d item(s) still in hand after %.0fs grace", released, self.grace)
+                # A little longer for the late batch to end, so what it claimed ahead is released below.
+                await self._join(threads, UNREGISTER_WAIT_S)
+            if self._drained:
+                await asyncio.to_thread(self._db_call, self._settle_index)
         finally:
-            stop_wait.cancel()
-            self.running = False
-            self.service.wake = None
             self._stop.set()
+            self.running = False
+            self.service.detach_worker(self.notify)
             try:
-                await asyncio.wait_for(runners[0].submit(self._unregister), timeout=5.0)
+                await asyncio.wait_for(asyncio.to_thread(self._db_call, self._unregister), timeout=UNREGISTER_WAIT_S)
             except (asyncio.TimeoutError, Exception):  # the leases will expire on their own
                 log.warning("worker %s could not unregister cleanly", self.id)
-            for runner in runners:
-                runner.close()
             # The heartbeat's connection must be closed by the heartbeat before anyone closes the database.
             await asyncio.to_thread(beat.join, self.grace)
         return self.totals
 
-    async def _wait_stop(self) -> None:
-        stopped = self._stopped or asyncio.Event()
-        await stopped.wait()
+    @staticmethod
+    async def _join(threads: list[threading.Thread], timeout: float) -> bool:
+        """Wait up to timeout seconds for the threads to end; True if they all did."""
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
-    async def _sleep(self, seconds: float) -> None:
-        wake = self._wake or asyncio.Event()
+    def _runner(self) -> None:
+        """One runner thread: run_once until stopped, sleeping longer each time it finds nothing to do."""
+        idle = self.poll_interval
         try:
-            await asyncio.wait_for(wake.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            pass
+            while not self._stop.is_set():
+                woken = self._woken
+                try:
+                    wait = self._step()
+                except Exception as exc:  # a bug or a broken database: log it, back off, keep serving
+                    self.last_error = self.service.provider.redact(f"{type(exc).__name__}: {exc}")
+                    log.error("embedding batch failed: %s",
+                              self.service.provider.redact("".join(traceback.format_exception(exc))))
+                    wait = idle
+                if wait is None:  # a batch was done: look again at once
+                    idle = self.poll_interval
+                elif self._sleep(min(wait, idle), woken):
+                    idle = self.poll_interval  # a write of this process: the next idle look is soon again
+                elif wait >= idle:
+                    idle = min(2 * idle, IDLE_MAX_S)
+        finally:
+            self._release_ahead(None)  # claimed ahead by a batch that ended after the stop
+            self.service.db.close_thread()
 
-    async def _finish_or_release(self, batches: list[asyncio.Future[Any]]) -> None:
+    def _step(self) -> float | None:
+        """One runner step: a batch (None: look again at once), or the seconds until there may be one."""
+        now = time.time()
+        if now < self.paused_until:
+            return self.paused_until - now
+        result = self.run_once()
+        if result.claimed:
+            if self.on_batch is not None and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self.on_batch, result)
+            return None
+        if self.until_empty and self.service.outstanding(self.kb) == 0:
+            self._drained = True
+            self._stop.set()
+            return 0.0
+        due = self.service.next_due(self.kb)
+        return IDLE_MAX_S if due is None else max(0.0, due - time.time())
+
+    def _sleep(self, seconds: float, woken: int) -> bool:
+        """Wait up to seconds, or until a wake-up after `woken` or a stop; True if woken by a write."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._woken != woken or self._stop.is_set(), timeout=max(0.0, seconds))
+            return self._woken != woken
+
+    def _db_call(self, fn: Callable[[], Any]) -> Any:
+        """fn() on this (pool) thread, whose database connection is closed after it."""
         try:
-            await asyncio.wait_for(asyncio.gather(*batches, return_exceptions=True), timeout=self.grace)
-        except asyncio.TimeoutError:
-            # Hand the batches back with their attempt; late completions are discarded by the lease guard.
-            released = await asyncio.to_thread(self._release_in_new_thread)
-            log.warning("released %d item(s) still in hand after %.0fs grace", released, self.grace)
+            return fn()
+        finally:
+            self.service.db.close_thread()
 
-    def _release_in_new_thread(self) -> int:
-        released = self.service.release_owner(self.id)
-        self.service.db.close_thread()
-        return released
-
-    # -- bookkeeping (runs on the runner or heartbeat thread) -------------------------------
+    # -- bookkeeping (runs on a runner, pool or heartbeat thread) -------------------------------
 
     def _register(self) -> None:
-        with self.service.db.write() as conn:
-            workers.register(conn, self.id, kind=self.kind, model=self.service.model_id, now=time.time())
+        self.service.register_worker(self.id, kind=self.kind)
 
     def _unregister(self) -> None:
-        # Unregister first, then look once more: a writer that saw us alive has already committed.
-        with self.service.db.write() as conn:
-            workers.unregister(conn, self.id)
         with self._ahead_lock:
             self._ahead.clear()  # released just below, with anything else this worker holds
-        self.service.release_owner(self.id)
+        self.service.unregister_worker(self.id)
 
     def _settle_index(self) -> None:
         # Leave the vector index current (trained, nothing mid-move) before exiting, unless told to stop.
-        while not self._stop.is_set() and self.service.index.step(budget_s=0.5, force=True):
+        while self._drained and self.service.index.step(budget_s=0.5, force=True):
             pass
-
-    def _queue_empty(self) -> bool:
-        return self.service.outstanding(self.kb) == 0
 
     def _heartbeat(self) -> None:
         db = self.service.db
-        interval = max(0.2, min(5.0, self.service.settings.embed_lease / 4))
+        interval = max(0.2, min(5.0, self.service.provider.settings.embed_lease / 4))
         next_maintenance = time.time() + MAINTENANCE_EVERY_S
         try:
             while not self._stop.wait(interval):
                 now = time.time()
                 try:
-                    with db.write() as conn:
-                        paused = self.paused_until if self.paused_until > now else None
-                        workers.beat(conn, self.id, now=now, error=self.last_error if paused else None,
-                                     paused_until=paused)
-                        queue.renew(conn, self.id, lease=self.service.settings.embed_lease, now=now)
+                    paused = self.paused_until if self.paused_until > now else None
+                    self.service.heartbeat(self.id, error=self.last_error if paused else None, paused_until=paused,
+                                           now=now)
                     # This process's commits skip the automatic checkpoint (see Database); do it here.
                     db.checkpoint()
                     if now >= next_maintenance:
                         next_maintenance = now + MAINTENANCE_EVERY_S
-                        with db.write() as conn:
-                            events.prune(conn, now=now)
-                            workers.prune(conn, now=now)
+                        self.service.prune(now=now)
                 except Exception:  # a busy or broken database must not kill the heartbeat
                     log.exception("heartbeat failed")
         finally:

@@ -127,7 +127,7 @@ def bench_latency(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     def beat() -> None:  # a fresh heartbeat row: every write in this home sees a live worker and only queues
         with queued.db.write() as conn:
-            workers.register(conn, fake_worker, kind="bench", model=queued.embedding.model_id, now=time.time())
+            workers.register(conn, fake_worker, kind="bench", model=queued.provider.model_id, now=time.time())
             workers.beat(conn, fake_worker, now=time.time())
 
     cores = {"queued": queued, "sync": sync}
@@ -180,7 +180,7 @@ def bench_latency(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         thread = threading.Thread(target=lambda: asyncio.run(worker.process_queue()), daemon=True)
         thread.start()
         deadline = time.time() + 30
-        while busy.embedding.wake is None and time.time() < deadline:
+        while not busy.embedding.has_worker and time.time() < deadline:
             time.sleep(0.01)
         samples["busy"], samples["queued2"] = [], []
         status["busy"] = set()

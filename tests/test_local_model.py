@@ -155,8 +155,8 @@ def test_long_entry_is_found_by_its_last_chunk(local_core: Pyrite) -> None:
     rowid = local_core.db.query("SELECT rowid FROM entries WHERE id = ?", (long_entry.id,))[0][0]
     n = local_core.db.query("SELECT count(*) FROM chunks WHERE entry_rowid = ?", (rowid,))[0][0]
     assert n >= 4  # the ending is far outside the first window
-    assert n == len(local_core.embedding.embedder.chunk(long_entry.embed_text()))
-    assert local_core.embedding.embedder.chunk(long_entry.embed_text())[-1].endswith("violent eruption.")
+    assert n == len(local_core.provider.embedder.chunk(long_entry.embed_text()))
+    assert local_core.provider.embedder.chunk(long_entry.embed_text())[-1].endswith("violent eruption.")
     answer = local_core.search.search("lava flowing from an erupting volcano", mode="semantic", limit=10)
     scores = {r["id"]: r["score"] for r in answer["results"]}
     assert answer["results"][0]["id"] == long_entry.id, answer["results"]

@@ -14,7 +14,7 @@ import pytest
 from pyrite.config import load_settings
 from pyrite.core import Pyrite
 from pyrite.models import EMBED_STATUSES
-from pyrite.services.kb_service import text_hash
+from pyrite.models import text_hash
 from pyrite.storage import events, queue
 from pyrite.storage.db import IntegrityError
 
@@ -186,7 +186,7 @@ def test_newer_write_supersedes_processing_and_late_complete_is_discarded(core: 
         assert queue.release(conn, [old], now=t + 1) == 0
     assert qrow(core, rowid) == row
     # Through the service too: the old text is never stored.
-    result = core.embedding.process([old], now=t + 1)
+    result = core.embedding.batches.process([old], now=t + 1)
     assert result.done == 0 and result.discarded == 1
     assert n_chunks(core, rowid) == 0 and n_vectors(core, rowid) == 0
     assert qrow(core, rowid)["status"] == "pending"
@@ -261,7 +261,7 @@ def test_delete_of_pending_and_processing_entries(core: Pyrite) -> None:
     core.kbs.delete_entry("notes", "item-0")
     core.kbs.delete_entry("notes", "item-1")
     assert core.db.query("SELECT count(*) FROM embed_queue")[0][0] == 0
-    result = core.embedding.process([item], now=t)
+    result = core.embedding.batches.process([item], now=t)
     assert result.done == 0 and result.discarded == 1
     assert core.db.query("SELECT count(*) FROM chunks")[0][0] == 0
 

@@ -147,9 +147,9 @@ def test_dimension_learned_from_first_answer(make_core, fake_provider: FakeProvi
     fake_provider.dimension = 24
     core = make_core("openai")
     add(core, 3)
-    assert core.embedding.embedder.dimension is None
+    assert core.provider.embedder.dimension is None
     EmbeddingWorker(core.embedding).run_once(now=time.time())
-    assert core.embedding.embedder.dimension == 24
+    assert core.provider.embedder.dimension == 24
     assert q(core, "SELECT DISTINCT dim FROM chunks") == [(24,)]
     assert all("dimensions" not in r.body for r in fake_provider.requests)
     hits = core.search.search(entry_text(core, "note-1"), mode="semantic")["results"]
@@ -159,7 +159,7 @@ def test_dimension_learned_from_first_answer(make_core, fake_provider: FakeProvi
 def test_dimension_set_by_config(make_core, fake_provider: FakeProvider) -> None:
     core = make_core("openai", dimensions=16)
     add(core, 2)
-    assert core.embedding.embedder.dimension == 16
+    assert core.provider.embedder.dimension == 16
     EmbeddingWorker(core.embedding).run_once(now=time.time())
     assert [r.body["dimensions"] for r in fake_provider.requests] == [16]
     assert q(core, "SELECT DISTINCT dim, model FROM chunks") == [(16, "openai:text-embedding-3-small@16")]
@@ -452,7 +452,7 @@ def test_bad_key_pauses_without_burning_attempts_and_resumes_when_fixed(
     fake_provider.auth_status = auth_status
     fake_provider.echo_key = True
     core = make_core("openai")
-    core.embedding.reload = load_settings
+    core.provider.reload = load_settings
     ids = add(core, 3)
     worker = EmbeddingWorker(core.embedding)
     t0 = time.time()
@@ -492,7 +492,7 @@ def test_wrong_model_pauses_and_resumes_when_fixed(monkeypatch, make_core, fake_
     fake_provider.model_status = status
     fake_provider.model_message = message
     core = make_core(provider, model="no-such-model")
-    core.embedding.reload = load_settings
+    core.provider.reload = load_settings
     ids = add(core, 3)
     worker = EmbeddingWorker(core.embedding)
     t0 = time.time()
@@ -591,7 +591,7 @@ def test_api_key_never_in_errors_events_status_or_logs(caplog, make_core, fake_p
     fake_provider.echo_key = True
     fake_provider.bad_marker = "POISON"
     core = make_core(provider, batch_size=4)
-    core.embedding.reload = load_settings
+    core.provider.reload = load_settings
     add(core, 4, body=lambda i: "POISON" if i == 1 else f"text {i}")
     worker = EmbeddingWorker(core.embedding)
     t = time.time()

@@ -129,7 +129,7 @@ def test_a_deliberate_dimension_change_is_a_new_model(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PYRITE_EMBED_DIMENSIONS", "192")
     core = Pyrite(load_settings())
     try:
-        assert core.embedding.model_id == "openai:text-embedding-3-small@192"
+        assert core.provider.model_id == "openai:text-embedding-3-small@192"
         assert core.embedding.status()["stale_models"] == {"openai:text-embedding-3-small": 3}
         core.embedding.requeue(statuses=("done",))
         assert EmbeddingWorker(core.embedding).run_once().done == 3
@@ -153,7 +153,7 @@ def test_vectors_of_another_dimension_stored_meanwhile_are_caught_when_recording
             late = a.kbs.create_entry("notes", "Late", "late text", embed=False).id
             items = a.embedding.claim("a")
             done: list[Any] = []
-            thread = threading.Thread(target=lambda: done.append(a.embedding.process(items)))
+            thread = threading.Thread(target=lambda: done.append(a.embedding.batches.process(items)))
             thread.start()
             time.sleep(0.3)  # a's request is at the slow provider
             b.kbs.create_entry("notes", "Quick", "quick text", embed=False)

@@ -540,7 +540,7 @@ def test_stop_with_short_grace_releases_the_batch_in_hand(make_core: Callable[..
         assert row["status"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
     assert n_chunks(core) == 0 and n_vectors(core) == 0
     assert core.db.query("SELECT count(*) FROM workers")[0][0] == 0
-    assert core.embedding.wake is None
+    assert not core.embedding.has_worker
     assert len(emb.calls) == 1  # no new claim after the stop
 
 
@@ -621,10 +621,10 @@ def test_in_process_worker_takes_writes_off_the_write_path(make_core: Callable[.
         worker = EmbeddingWorker(core.embedding, poll_interval=30.0)
         task = asyncio.create_task(worker.process_queue())
         for _ in range(200):
-            if core.embedding.wake is not None:
+            if core.embedding.has_worker:
                 break
             await asyncio.sleep(0.01)
-        assert core.embedding.wake is not None
+        assert core.embedding.has_worker
         await asyncio.sleep(0.1)  # let the first (empty) pass go to sleep
         entry = await asyncio.to_thread(core.kbs.create_entry, "notes", "Fresh", "just written")
         written = time.monotonic()

@@ -38,8 +38,8 @@ def _show(entry: Entry, fmt: str, core: Any, brief: str | None = None,
             click.echo(entry.body)
     if entry.embedding_status == "failed" or (entry.embedding_status == "pending" and entry.embedding_error):
         warn(f"warning: embedding failed: {entry.embedding_error}")
-    elif not core.embedding.enabled and core.settings.embed_provider != "none":
-        warn(f"note: {core.embedding.why_disabled()}")
+    elif not core.provider.enabled and core.settings.embed_provider != "none":
+        warn(f"note: {core.provider.why_disabled()}")
 
 
 @click.command()

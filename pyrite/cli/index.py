@@ -38,7 +38,7 @@ def _reindex(ctx: click.Context, kb: str | None, no_embed: bool, fmt: str, how: 
             warn(f"warning: {name}: {problem}")
     seconds = time.perf_counter() - started
     embedded = None
-    if not no_embed and core.embedding.enabled and any(r.queued for r in reports):
+    if not no_embed and core.provider.enabled and any(r.queued for r in reports):
         embedded = _embed_or_hand_over(core, kb, fmt)
     if fmt == "json":
         emit_json({"reports": [r.to_dict() for r in reports], "seconds": round(seconds, 3),
@@ -65,12 +65,12 @@ def _foreground(core: Any, kb: str | None, fmt: str) -> dict[str, Any]:
     if total == 0:
         return {"done": 0, "failed": 0}
     if fmt != "json":
-        click.echo(f"Embedding {plural(total, 'entry')} with {core.embedding.model_id}...", err=True)
+        click.echo(f"Embedding {plural(total, 'entry')} with {core.provider.model_id}...", err=True)
     worker = EmbeddingWorker(core.embedding, kind="cli", until_empty=True, kb=kb)
     worker.stop_on_misconfigured = True
     progress = Progress(total, enabled=fmt != "json")
     worker.on_batch = progress.update
-    core.embedding.embedder.load()
+    core.provider.embedder.load()
     totals = run_worker(worker)
     progress.finish()
     if worker.misconfigured:
@@ -131,8 +131,8 @@ def embed(ctx: click.Context, kb: str | None, force: bool, background: bool, sho
     if show_status:
         _status(core, kb, fmt, watch)
         return
-    if not core.embedding.enabled:
-        raise click.ClickException(core.embedding.why_disabled() or "embedding is off")
+    if not core.provider.enabled:
+        raise click.ClickException(core.provider.why_disabled() or "embedding is off")
     queued = core.embedding.requeue(kb=kb, statuses=("done", "failed")) if force else \
         core.embedding.requeue(kb=kb, only_missing=True)
     if retry_failed:

@@ -20,8 +20,8 @@ def init(ctx: click.Context, fmt: str) -> None:
     wrote = write_default_config(settings.config_path)
     core = get_core(ctx)
     info = {"home": str(settings.home), "config": str(settings.config_path), "config_created": wrote,
-            "database": str(settings.db_path), "semantic_search": core.embedding.enabled,
-            "note": core.embedding.why_disabled()}
+            "database": str(settings.db_path), "semantic_search": core.provider.enabled,
+            "note": core.provider.why_disabled()}
     if fmt == "json":
         emit_json(info)
         return

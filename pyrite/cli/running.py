@@ -10,7 +10,7 @@ import time
 
 import click
 
-from pyrite.services.embedding_service import BatchResult
+from pyrite.services.batches import BatchResult
 from pyrite.worker import EmbeddingWorker
 
 

@@ -28,12 +28,12 @@ def worker(ctx: click.Context, until_empty: bool, kb: str | None, fmt: str) -> N
     core = get_core(ctx, worker=True)
     if kb is not None:
         core.kbs.get_kb(kb)
-    if not core.embedding.enabled:
-        raise click.ClickException(core.embedding.why_disabled() or "embedding is off")
+    if not core.provider.enabled:
+        raise click.ClickException(core.provider.why_disabled() or "embedding is off")
     w = EmbeddingWorker(core.embedding, kind="worker", until_empty=until_empty, kb=kb)
     log = logging.getLogger("pyrite.worker")
-    log.info("worker %s starting (model %s)", w.id, core.embedding.model_id)
-    core.embedding.embedder.load()
+    log.info("worker %s starting (model %s)", w.id, core.provider.model_id)
+    core.provider.embedder.load()
     w.on_batch = lambda r: log.info("batch: %d done, %d retried, %d failed", r.done, r.retried, r.failed)
     totals = run_worker(w)
     log.info("worker %s stopped: %d done, %d failed", w.id, totals.done, totals.failed)

@@ -181,7 +181,7 @@ class RemoteEmbedder(Embedder):
             # Redact before the cut: a cut must not leave a piece of a key the answer quoted.
             detail = self.redact(str(exc), headers)[:200]
             raise EmbeddingError(f"{where}: unreadable answer ({type(exc).__name__}: {detail})") from None
-        # Count, dimension and finiteness are checked once, by the service (vectors.check_vectors), before storing.
+        # Count, dimension and finiteness are checked once, by provider.check_vectors, before storing.
         return normalize(arr) if arr.ndim == 2 else arr
 
     def _http_error(self, response: httpx.Response, where: str, headers: dict[str, str]) -> EmbeddingError:

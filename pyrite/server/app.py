@@ -116,13 +116,13 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
         await app.state.hub.start()
         task: asyncio.Task[Any] | None = None
         embedding = app.state.core.embedding
-        if worker and embedding.enabled:
+        if worker and app.state.core.provider.enabled:
             w = EmbeddingWorker(embedding, kind="server")
             w.on_batch = lambda result: app.state.hub.poke()
             app.state.worker = w
             task = asyncio.create_task(_run_worker(w), name="pyrite-worker")
         elif worker:
-            log.warning("no embedding worker: %s", embedding.why_disabled())
+            log.warning("no embedding worker: %s", app.state.core.provider.why_disabled())
         try:
             yield
         finally:
@@ -160,7 +160,7 @@ async def _run_worker(worker: EmbeddingWorker) -> None:
     # meanwhile only queue (the worker takes them once it runs) instead of each loading the model itself.
     worker.attach()
     try:
-        await asyncio.to_thread(worker.service.embedder.load)
+        await asyncio.to_thread(worker.service.provider.embedder.load)
     except Exception as exc:
         worker.last_error = f"cannot load the embedding model: {exc}"
         log.error("%s", worker.last_error)

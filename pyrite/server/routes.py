@@ -63,9 +63,9 @@ async def health(request: Request) -> JSONResponse:
         "version": __version__,
         "worker": {"running": bool(worker and worker.running), "id": worker.id if worker else None,
                    "last_error": worker.last_error if worker else None},
-        "model": {"id": core.embedding.model_id or None, "loaded": core.embedding.loaded()},
-        "semantic_search": core.embedding.enabled,
-        "note": core.embedding.why_disabled(),
+        "model": {"id": core.provider.model_id or None, "loaded": core.provider.loaded()},
+        "semantic_search": core.provider.enabled,
+        "note": core.provider.why_disabled(),
     })
 
 

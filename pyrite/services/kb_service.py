@@ -32,14 +32,23 @@ TYPE_MAX = 64
 # Deeper meta is refused: YAML's emitter recurses several frames a level and hit the recursion limit at ~330.
 META_DEPTH_MAX = 32
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # a NUL escape in JSON text, not an escaped backslash
-_ENTRY_COLUMNS = (
-    "e.rowid, e.kb, e.id, e.title, e.body, e.type, e.tags, e.meta, e.created, e.updated, e.path, "
-    "q.status, q.error"
-)
+_ENTRY_COLUMNS = "rowid, kb, id, title, body, type, tags, meta, created, updated, path"
 
 
 class WriteHooks(Protocol):
-    """What the embedding pipeline does around each entry write (EmbeddingService is one)."""
+    """What the embedding pipeline does around each entry write (EmbeddingService is one).
+
+    The queue's transitions are the pipeline's: KBService never writes embed_queue itself.
+    """
+
+    def queue_entry(self, conn: Any, rowid: int, kb: str, title: str, body: str, *, now: float) -> None:
+        """Inside the write's transaction: the entry's text is now title+body (queued unless already embedded)."""
+
+    def forget(self, conn: Any, rowids: Sequence[int]) -> None:
+        """Inside the transaction that deletes these entries: drop their embedding work."""
+
+    def forget_kb(self, conn: Any, kb: str) -> None:
+        """Inside the transaction that removes a KB: drop its embedding work."""
 
     def must_embed_here(self, conn: Any) -> bool:
         """Inside the write's transaction: True if no worker will embed it, so this process must."""
@@ -55,11 +64,6 @@ class _NameTaken(Exception):
 def now_iso() -> str:
     """The current UTC time as YYYY-MM-DDTHH:MM:SSZ."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def text_hash(title: str, body: str) -> str:
-    """Hash of the text the model sees: what the embed queue compares."""
-    return files.content_hash(embed_text(title, body).encode("utf-8"))
 
 
 @dataclass
@@ -225,10 +229,10 @@ def _entry_of(kb: str, entry_id: str, name: str, fields: file_fields.FileFields)
                  created=fields.created, updated=fields.updated, meta=fields.meta, path=name)
 
 
-def _entry_from_row(row: Any) -> Entry:
+def _entry_from_row(row: Any, state: tuple[str | None, str | None] = (None, None)) -> Entry:
     return Entry(kb=row[1], id=row[2], title=row[3], body=row[4], type=row[5], tags=json.loads(row[6]),
                  meta=json.loads(row[7]), created=row[8], updated=row[9], path=row[10],
-                 embedding_status=row[11], embedding_error=row[12])
+                 embedding_status=state[0], embedding_error=state[1])
 
 
 def _indexed_twin(conn: Any, kb: str, entry_id: str) -> str | None:
@@ -252,19 +256,12 @@ BULK_CACHE_KIB = 64 * 1024  # page cache of a large build or sync (SQLite's defa
 class KBService:
     """The KB and entry operations every front end uses; holds no front-end logic."""
 
-    def __init__(self, db: Database, settings: Settings, hooks: WriteHooks | None = None,
-                 model_id: Callable[[], str] | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, hooks: WriteHooks) -> None:
         self.db = db
         self.settings = settings
         self.hooks = hooks
-        self._model_id = model_id or (lambda: settings.model_id if db.vec_available else "")
         # KB name -> folder, so a write can start its file before its transaction; the transaction checks it.
         self._folders: dict[str, Path] = {}
-
-    @property
-    def model_id(self) -> str:
-        """Which vector space counts as "already embedded"; empty when embedding is off."""
-        return self._model_id()
 
     # -- KBs ---------------------------------------------------------------
 
@@ -318,7 +315,7 @@ class KBService:
             passages.delete(conn, rowids)
             vectors.forget_kb(conn, name)
             links.forget_kb(conn, name)
-            conn.execute("DELETE FROM embed_queue WHERE kb = ?", (name,))
+            self.hooks.forget_kb(conn, name)
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
             conn.execute("DELETE FROM kbs WHERE name = ?", (name,))
         self._folders.pop(name, None)
@@ -384,13 +381,11 @@ class KBService:
         """The indexed entry, with its embedding status, or NotFoundError."""
         check_kb_name(kb)
         check_entry_id(entry_id)
-        rows = self.db.query(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries e LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid "
-            "WHERE e.kb = ? AND e.id = ?", (kb, entry_id))
+        rows = self.db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kb = ? AND id = ?", (kb, entry_id))
         if not rows:
             self.get_kb(kb)
             raise NotFoundError(f"no entry {entry_id!r} in KB {kb!r}")
-        return _entry_from_row(rows[0])
+        return self._with_states(rows)[0]
 
     def update_entry(self, kb: str, entry_id: str, *, title: str | None = None, body: str | None = None,
                      tags: Iterable[str] | None = None, type: str | None = None,
@@ -545,10 +540,9 @@ class KBService:
                                                           staged.stat)
                     rowids.append(self._put_row(conn, entry, new, staged.stat, "entry_updated", created_stated=stated))
                     result.rewritten.append(source_id)
-                pending = [r[0] for r in conn.execute(  # the rewritten files' text changed: embed them again
-                    "SELECT entry_rowid FROM embed_queue WHERE status = 'pending' AND entry_rowid IN "
-                    f"({','.join('?' * len(rowids))})", rowids)]
-                embed_here = bool(embed and pending and self.hooks is not None and self.hooks.must_embed_here(conn))
+                states = queue.states(conn, rowids)  # the rewritten files' text changed: embed them again
+                pending = [r for r in rowids if states.get(r, ("",))[0] == "pending"]
+                embed_here = bool(embed and pending and self.hooks.must_embed_here(conn))
                 # The files last, just before COMMIT: the rename, then each rewritten file.
                 moves.rename_exclusive(old_path, new_path)
                 undo.append(lambda: moves.rename_exclusive(new_path, old_path))
@@ -562,7 +556,7 @@ class KBService:
             for staged, _, _ in staged_files[installed:]:
                 files.discard(staged)
             raise
-        if embed and self.hooks is not None and pending:
+        if embed and pending:
             self.hooks.after_write(pending, embed_here)
         result.entry = self.get_entry(kb, new_id)
         return result
@@ -611,10 +605,14 @@ class KBService:
     def list_entries(self, kb: str, *, limit: int | None = None, offset: int = 0) -> list[Entry]:
         """Entries of a KB, most recently updated first."""
         self.get_kb(kb)
-        sql = (f"SELECT {_ENTRY_COLUMNS} FROM entries e LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid "
-               "WHERE e.kb = ? ORDER BY e.updated DESC, e.rowid DESC LIMIT ? OFFSET ?")
-        rows = self.db.query(sql, (kb, -1 if limit is None else int(limit), max(0, int(offset))))
-        return [_entry_from_row(r) for r in rows]
+        sql = (f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kb = ? ORDER BY updated DESC, rowid DESC "
+               "LIMIT ? OFFSET ?")
+        return self._with_states(self.db.query(sql, (kb, -1 if limit is None else int(limit), max(0, int(offset)))))
+
+    def _with_states(self, rows: list[Any]) -> list[Entry]:
+        """Entries from rows of _ENTRY_COLUMNS, each with its embedding status and error."""
+        states = queue.states(self.db.conn, [r[0] for r in rows])
+        return [_entry_from_row(r, states.get(r[0], (None, None))) for r in rows]
 
     def entry_ids(self, rowids: Sequence[int]) -> dict[int, tuple[str, str]]:
         """rowid -> (kb, id) for the given rowids that exist."""
@@ -783,12 +781,7 @@ class KBService:
         else:
             link_batch.append(written)
         now = time.time()
-        if self.model_id:
-            text = embed_text(entry.title, entry.body)
-            status = queue.upsert(conn, rowid, entry.kb, files.content_hash(text.encode("utf-8")),
-                                  blank=not text, model=self.model_id, now=now)
-            if status == "skipped":
-                vectors.delete_entries(conn, [rowid])
+        self.hooks.queue_entry(conn, rowid, entry.kb, entry.title, entry.body, now=now)
         if event is not None:
             events.append(conn, event, kb=entry.kb, entry_id=entry.id, now=now)
         return rowid
@@ -802,15 +795,13 @@ class KBService:
         conn.execute("SAVEPOINT put_row")
         rowid = self._put_row(conn, entry, data, st, event)
         conn.execute("RELEASE put_row")
-        row = conn.execute("SELECT status, error FROM embed_queue WHERE entry_rowid = ?", (rowid,)).fetchone()
-        entry.embedding_status, entry.embedding_error = (row[0], row[1]) if row else (None, None)
-        embed_here = (embed and self.hooks is not None and entry.embedding_status == "pending"
-                      and self.hooks.must_embed_here(conn))
+        entry.embedding_status, entry.embedding_error = queue.states(conn, [rowid]).get(rowid, (None, None))
+        embed_here = embed and entry.embedding_status == "pending" and self.hooks.must_embed_here(conn)
         return rowid, embed_here
 
     def _finish(self, entry: Entry, rowid: int, embed: bool, embed_here: bool) -> Entry:
         """After the commit: hand the entry to the embedding pipeline; return it as indexed."""
-        if embed and self.hooks is not None and self.hooks.after_write([rowid], embed_here):
+        if embed and self.hooks.after_write([rowid], embed_here):
             return self.get_entry(entry.kb, entry.id)  # embedded just now: its status moved on
         return entry
 
@@ -850,6 +841,6 @@ class KBService:
             vectors.delete_entries(conn, [row[0]])
             passages.delete(conn, [row[0]])
             links.forget_entry(conn, row[0])
-            queue.delete(conn, [row[0]])
+            self.hooks.forget(conn, [row[0]])
             conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
             events.append(conn, "entry_deleted", kb=kb, entry_id=entry_id, now=now)

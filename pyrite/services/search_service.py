@@ -72,11 +72,12 @@ class SearchService:
     def __init__(self, db: Database, embedding: EmbeddingService) -> None:
         self.db = db
         self.embedding = embedding
+        self.provider = embedding.provider
 
     @property
     def timeout(self) -> float:
         """The time budget of a search's index work, seconds (setting search_timeout)."""
-        return self.embedding.settings.search_timeout
+        return self.provider.settings.search_timeout
 
     def search(self, query: str, *, kb: str | None = None, mode: str | None = None, limit: int = 10,
                wait: float | None = None, budget: float | None = None) -> dict[str, Any]:
@@ -99,18 +100,18 @@ class SearchService:
         if mode is not None and mode not in MODES:
             raise ValidationError(f"mode must be one of {', '.join(MODES)}")
         notes = self.wait_notes(kb, wait)
-        semantic_ok = self.embedding.enabled
+        semantic_ok = self.provider.enabled
         if mode is None:
             mode = "hybrid" if semantic_ok and self._has_vectors() else "keyword"
         elif mode != "keyword" and not semantic_ok:
-            notes.append(f"semantic search is unavailable: {self.embedding.why_disabled()}; "
+            notes.append(f"semantic search is unavailable: {self.provider.why_disabled()}; "
                          "showing keyword results")
             mode = "keyword"
         if mode != "keyword":
             notes.extend(self._model_notes())
         seconds = self.timeout if budget is None else budget
         try:
-            vec = self.embedding.embed_query(query[:EMBED_QUERY_MAX]) if mode != "keyword" else None
+            vec = self.provider.embed_query(query[:EMBED_QUERY_MAX]) if mode != "keyword" else None
             results, pending = self._run(query, kb, mode, limit, vec, seconds)
         except EmbeddingError as exc:
             notes.append(f"semantic search failed ({exc}); showing keyword results")
@@ -143,7 +144,7 @@ class SearchService:
                 results = self._semantic(vec, kb, limit)
             else:
                 results = self._hybrid(query, vec, kb, limit, (at, message))
-            pending = queue.outstanding(self.db.conn, kb) if self.embedding.enabled else 0
+            pending = queue.outstanding(self.db.conn, kb) if self.provider.enabled else 0
         return results, pending
 
     # -- modes ---------------------------------------------------------------------
@@ -211,7 +212,7 @@ class SearchService:
         return out
 
     def _semantic(self, vec: Any, kb: str | None, limit: int) -> list[dict[str, Any]]:
-        hits = vectors.knn(self.db.conn, vec, model=self.embedding.model_id, limit=limit, kb=kb)
+        hits = vectors.knn(self.db.conn, vec, model=self.provider.model_id, limit=limit, kb=kb)
         rows = self._rows([h[0] for h in hits])
         return [self._result(rows[rowid], score=round(1.0 - dist, 4))
                 for rowid, dist in hits if rowid in rows]
@@ -220,7 +221,7 @@ class SearchService:
                 ) -> list[dict[str, Any]]:
         depth = min(LIMIT_MAX, max(limit * 3, 30))
         match, keyword = self._fts_ranked(query, kb, depth)
-        semantic = vectors.knn(self.db.conn, vec, model=self.embedding.model_id, limit=depth, kb=kb)
+        semantic = vectors.knn(self.db.conn, vec, model=self.provider.model_id, limit=depth, kb=kb)
         scores: dict[int, float] = {}
         for rank, (rowid, _bm25) in enumerate(keyword):
             scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
@@ -240,11 +241,11 @@ class SearchService:
         if not rowids:
             return {}
         rows = self.db.query(
-            f"SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, q.status, e.path, "
+            f"SELECT e.rowid, e.kb, e.id, e.title, e.type, e.tags, e.path, "
             f"{passages.preview_sql('e', 2 * PREVIEW_CHARS)} AS preview FROM entries e "
-            f"LEFT JOIN embed_queue q ON q.entry_rowid = e.rowid WHERE e.rowid IN ({','.join('?' * len(rowids))})",
-            rowids)
-        return {r["rowid"]: r for r in rows}
+            f"WHERE e.rowid IN ({','.join('?' * len(rowids))})", rowids)
+        states = queue.states(self.db.conn, rowids)
+        return {r["rowid"]: {**dict(r), "status": states.get(r["rowid"], (None,))[0]} for r in rows}
 
     @staticmethod
     def _result(row: Any, *, score: float, snippet: str | None = None) -> dict[str, Any]:
@@ -257,14 +258,14 @@ class SearchService:
         return out
 
     def _has_vectors(self) -> bool:
-        return bool(self.db.query("SELECT 1 FROM chunks WHERE model = ? LIMIT 1", (self.embedding.model_id,)))
+        return bool(self.db.query("SELECT 1 FROM chunks WHERE model = ? LIMIT 1", (self.provider.model_id,)))
 
     def _model_notes(self) -> list[str]:
-        others = vectors.models(self.db.conn, other_than=self.embedding.model_id)
+        others = vectors.models(self.db.conn, other_than=self.provider.model_id)
         if not others:
             return []
         listing = ", ".join(f"{n} with {m}" for m, n in sorted(others.items()))
-        return [f"the configured model is {self.embedding.model_id}, but entries have vectors of another model "
+        return [f"the configured model is {self.provider.model_id}, but entries have vectors of another model "
                 f"({listing}); those are not searched: run `pyrite index embed --force` to re-embed"]
 
 

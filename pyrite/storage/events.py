@@ -26,6 +26,15 @@ def append_many(conn: Any, type: str, rows: list[tuple[str, str]], *, now: float
     )
 
 
+def append_for_entries(conn: Any, type: str, rows: list[tuple[int, str, str | None]], *, now: float) -> None:
+    """Append one event per (entry rowid, kb, error) inside the caller's transaction, naming each entry by its id."""
+    conn.executemany(
+        "INSERT INTO events (type, kb, entry_id, model, error, created) "
+        "SELECT ?, ?, id, NULL, ?, ? FROM entries WHERE rowid = ?",
+        [(type, kb, error, now, rowid) for rowid, kb, error in rows],
+    )
+
+
 def since(conn: Any, after_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
     """Events with id > after_id, oldest first, as JSON-ready dicts (a move's also with old_id)."""
     rows = conn.execute(

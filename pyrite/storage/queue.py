@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from pyrite.models import EMBED_STATUSES
+from pyrite.storage import events
 
 # Statuses whose work is already in hand or finished for an unchanged text.
 _KEEP_IF_SAME_HASH = ("pending", "processing", "skipped")
@@ -121,12 +122,7 @@ def _fail_crashed(conn: Any, *, now: float, max_attempts: int, extra: str, param
             RETURNING entry_rowid, kb, coalesce(error, :error)""",
         {**params, "error": error, "max_attempts": max_attempts},
     ).fetchall()
-    for entry_rowid, kb, message in rows:
-        conn.execute(
-            "INSERT INTO events (type, kb, entry_id, model, error, created) "
-            "SELECT 'embed_failed', ?, id, NULL, ?, ? FROM entries WHERE rowid = ?",
-            (kb, message, now, entry_rowid),
-        )
+    events.append_for_entries(conn, "embed_failed", rows, now=now)
 
 
 _GUARD = "entry_rowid = ? AND status = 'processing' AND lease_owner = ? AND content_hash = ?"
@@ -215,6 +211,89 @@ def renew(conn: Any, owner: str, *, lease: float, now: float) -> int:
 def delete(conn: Any, entry_rowids: Sequence[int]) -> None:
     """Drop the queue rows of deleted entries."""
     conn.executemany("DELETE FROM embed_queue WHERE entry_rowid = ?", [(r,) for r in entry_rowids])
+
+
+def delete_kb(conn: Any, kb: str) -> None:
+    """Drop every queue row of a removed KB."""
+    conn.execute("DELETE FROM embed_queue WHERE kb = ?", (kb,))
+
+
+def held_by(conn: Any, owner: str) -> list[Claim]:
+    """The items owner holds (processing under its lease), as claims it can release."""
+    rows = conn.execute("SELECT entry_rowid, kb, content_hash, attempts FROM embed_queue "
+                        "WHERE status = 'processing' AND lease_owner = ?", (owner,)).fetchall()
+    return [Claim(r[0], r[1], r[2], r[3], owner) for r in rows]
+
+
+def unqueued(conn: Any, kb: str | None = None, *, limit: int = 500) -> list[tuple[int, str, str, str]]:
+    """(rowid, kb, title, body) of up to limit entries with no queue row (indexed while embedding was off)."""
+    sql = ("SELECT e.rowid, e.kb, e.title, e.body FROM entries e LEFT JOIN embed_queue q "
+           "ON q.entry_rowid = e.rowid WHERE q.entry_rowid IS NULL")
+    params: list[Any] = []
+    if kb is not None:
+        sql += " AND e.kb = ?"
+        params.append(kb)
+    return conn.execute(sql + " LIMIT ?", [*params, int(limit)]).fetchall()
+
+
+def states(conn: Any, entry_rowids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """rowid -> (status, error) of these entries' queue rows (entries without one are left out)."""
+    ids = [int(r) for r in entry_rowids]
+    out: dict[int, tuple[str, str | None]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = conn.execute("SELECT entry_rowid, status, error FROM embed_queue WHERE entry_rowid IN "
+                            f"({','.join('?' * len(chunk))})", chunk)
+        out.update({r[0]: (r[1], r[2]) for r in rows})
+    return out
+
+
+def due(conn: Any, *, now: float, kb: str | None = None) -> float | None:
+    """When the next item can be claimed (<= now: at once), or None when nothing is queued (a read, no lock).
+
+    Both halves read a partial index, so an idle worker can ask this often for the price of a read instead
+    of a write transaction per poll.
+    """
+    extra, params = ("", []) if kb is None else (" AND kb = ?", [kb, kb])
+    when = conn.execute(
+        f"SELECT min(t) FROM (SELECT min(run_after) AS t FROM embed_queue WHERE status = 'pending'{extra} "
+        f"UNION ALL SELECT min(lease_expires_at) FROM embed_queue WHERE status = 'processing'{extra})",
+        params).fetchone()[0]
+    return None if when is None else float(when)
+
+
+def oldest_pending(conn: Any, kb: str | None = None) -> float | None:
+    """When the oldest pending item was queued, or None."""
+    sql = "SELECT min(queued_at) FROM embed_queue WHERE status = 'pending'"
+    return conn.execute(sql + (" AND kb = ?" if kb else ""), (kb,) if kb else ()).fetchone()[0]
+
+
+def provider_error(conn: Any) -> str | None:
+    """The error of the newest item handed back untouched (a paused or misconfigured provider), or None."""
+    row = conn.execute("SELECT error FROM embed_queue WHERE status = 'pending' AND error IS NOT NULL "
+                       "AND attempts = 0 ORDER BY updated_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def last_failure(conn: Any, kb: str | None = None) -> tuple[str | None, float | None]:
+    """(error, when) of the newest failed item, or (None, None)."""
+    row = conn.execute(
+        "SELECT error, updated_at FROM embed_queue WHERE status = 'failed'" + (" AND kb = ?" if kb else "")
+        + " ORDER BY updated_at DESC LIMIT 1", (kb,) if kb else ()).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def failed_entries(conn: Any, kb: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Failed entries with their error and attempts, newest first."""
+    sql = ("SELECT e.kb, e.id, e.title, q.error, q.attempts, q.updated_at FROM embed_queue q "
+           "JOIN entries e ON e.rowid = q.entry_rowid WHERE q.status = 'failed'")
+    params: list[Any] = []
+    if kb is not None:
+        sql += " AND q.kb = ?"
+        params.append(kb)
+    rows = conn.execute(sql + " ORDER BY q.updated_at DESC LIMIT ?", [*params, int(limit)])
+    return [{"kb": r[0], "id": r[1], "title": r[2], "error": r[3], "attempts": r[4], "failed_at": r[5]}
+            for r in rows]
 
 
 def requeue(

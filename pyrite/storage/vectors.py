@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pyrite.errors import EmbeddingError
 from pyrite.storage import cells
 
 KNN_MAX = 4096  # sqlite-vec's largest k
@@ -50,32 +49,6 @@ def ensure_table(conn: Any, dim: int) -> str:
 def vec_ids(chunk_id: int, gen: int) -> list[int]:
     """The vec0 rows of one chunk: one per cell it is stored in."""
     return [chunk_id * cells.REPLICAS + r for r in range(1 if gen == 0 else cells.REPLICAS)]
-
-
-def check_vectors(vectors: Any, *, count: int, dim: int | None = None) -> np.ndarray:
-    """Return vectors as a C-contiguous float32 (count, dim) array, or raise if the shape or values are wrong.
-
-    The one check every vector passes before it is stored or searched with; `dim` is the model's
-    dimension (see model_dimension), None while the model has no vectors yet.
-    """
-    try:
-        arr = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise EmbeddingError(f"embedder returned non-numeric vectors: {exc}") from None
-    if arr.ndim != 2 or arr.shape[0] != count:
-        raise EmbeddingError(f"embedder returned {arr.shape[0] if arr.ndim else 0} vectors for {count} inputs")
-    if arr.shape[1] < 1:
-        raise EmbeddingError("embedder returned empty vectors")
-    if dim is not None and arr.shape[1] != dim:
-        # Retryable, not a pause: a provider mid-rollout may answer from another deployment for a while.
-        raise EmbeddingError(f"embedder returned vectors of dimension {arr.shape[1]}, expected {dim} (this "
-                             "model's dimension); nothing was stored. If the model really changed, set "
-                             "PYRITE_EMBED_DIMENSIONS or PYRITE_EMBED_MODEL, then run `pyrite index embed --force`")
-    if not np.isfinite(arr).all():
-        raise EmbeddingError("embedder returned NaN or infinite values", per_input=True)
-    if (np.abs(arr).sum(axis=1) == 0).any():
-        raise EmbeddingError("embedder returned an all-zero vector", per_input=True)
-    return np.ascontiguousarray(arr)
 
 
 def model_dimension(conn: Any, model: str) -> int | None:
