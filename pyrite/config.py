@@ -132,28 +132,28 @@ _BY_KEY = {s.key: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings of one process."""
+    """Resolved settings of one process (made by load_settings; each default is SETTINGS's)."""
 
     home: Path
-    embed_provider: str = "local"
-    embed_model: str | None = None
-    embed_url: str | None = None
-    embed_api_key: str | None = None
-    embed_dimensions: int | None = None
-    embed_batch_size: int = 10
-    embed_max_attempts: int = 3
-    embed_retry_base: float = 10.0
-    embed_retry_max: float = 300.0
-    embed_lease: float = 60.0
-    embed_timeout: float = 60.0
-    embed_concurrency: int | None = None
-    vector_index_min: int = 20_000
-    search_timeout: float = 5.0
-    kb_names: str = "title"
-    max_body_bytes: int = 10 * 1024 * 1024
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    api_token: str | None = field(default=None, repr=False)
+    embed_provider: str
+    embed_model: str | None
+    embed_url: str | None
+    embed_api_key: str | None
+    embed_dimensions: int | None
+    embed_batch_size: int
+    embed_max_attempts: int
+    embed_retry_base: float
+    embed_retry_max: float
+    embed_lease: float
+    embed_timeout: float
+    embed_concurrency: int | None
+    vector_index_min: int
+    search_timeout: float
+    kb_names: str
+    max_body_bytes: int
+    allowed_hosts: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
+    api_token: str | None = field(repr=False)
 
     @property
     def db_path(self) -> Path:

@@ -14,7 +14,13 @@ from pyrite.storage.db import Database
 
 
 class Pyrite:
-    """A pyrite home opened for use: the index database, the embedding provider, and the KB, search and embedding services."""
+    """A pyrite home opened for use: the index database, the embedding provider, and the KB, search and
+    embedding services.
+
+    Who checkpoints the WAL is decided here, not by front ends: commits do (SQLite's automatic checkpoint)
+    until a worker attaches in this process, whose threads then do it between batches. autocheckpoint=False
+    keeps commits from ever doing it (tests and benchmarks of the worker's own checkpoints).
+    """
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autocheckpoint: bool = True,
                  reload: Callable[[], Settings] | None = None) -> None:

@@ -14,6 +14,8 @@ from pyrite.services.batches import BatchResult
 from pyrite.services.embedding_service import EmbeddingService, new_owner
 from pyrite.storage.queue import Claim
 
+__all__ = ["BatchResult", "EmbeddingWorker"]  # BatchResult: what process_queue and on_batch hand back
+
 log = logging.getLogger("pyrite.worker")
 # An idle runner looks at the queue after POLL_INTERVAL_S, then twice as long each time it finds nothing, up
 # to IDLE_MAX_S: how late a write of another process can be noticed. A write in this process wakes it at once,

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from pyrite.config import load_settings
 from pyrite.core import Pyrite
 from pyrite.server.app import create_app
-from pyrite.services.kb_service import META_DEPTH_MAX
+from pyrite.field_rules import META_DEPTH_MAX
 from tests.conftest import pyrite_cmd
 from tests.test_mcp import error_text, run_session
 from tests.test_server_app import ws_receive

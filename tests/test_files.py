@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pyrite.errors import ValidationError
-from pyrite.storage.files import content_hash, is_entry_file, parse_markdown, render_markdown, write_atomic
+from pyrite.storage.files import content_hash, parse_markdown, render_markdown, write_atomic
 
 FRONT = {
     "id": "my-entry",
@@ -262,15 +262,3 @@ def test_write_atomic_not_durable(tmp_path: Path) -> None:
 def test_content_hash_is_sha256() -> None:
     assert content_hash(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     assert content_hash(b"a") != content_hash(b"b")
-
-
-def test_is_entry_file(tmp_path: Path) -> None:
-    (tmp_path / "a.md").write_text("x")
-    (tmp_path / ".hidden.md").write_text("x")
-    (tmp_path / "b.txt").write_text("x")
-    (tmp_path / "dir.md").mkdir()
-    assert is_entry_file(tmp_path / "a.md")
-    assert not is_entry_file(tmp_path / ".hidden.md")
-    assert not is_entry_file(tmp_path / "b.txt")
-    assert not is_entry_file(tmp_path / "dir.md")
-    assert not is_entry_file(tmp_path / "missing.md")

@@ -53,17 +53,13 @@ def get_settings(ctx: click.Context) -> Settings:
     return obj["settings"]
 
 
-def get_core(ctx: click.Context, *, worker: bool = False) -> Any:
-    """The Pyrite core for this invocation, opened on first use and closed when the command ends.
-
-    worker=True: the command runs an embedding worker, whose own threads checkpoint the WAL between
-    batches (see Database.checkpoint_if_due); the process's other connections skip the automatic checkpoint.
-    """
+def get_core(ctx: click.Context) -> Any:
+    """The Pyrite core for this invocation, opened on first use and closed when the command ends."""
     root = ctx.find_root()
     if "core" not in root.obj:
         from pyrite.core import Pyrite  # kept out of `pyrite --help`: opening it touches the database
 
-        core = Pyrite(get_settings(ctx), reload=settings_loader(ctx), autocheckpoint=not worker)
+        core = Pyrite(get_settings(ctx), reload=settings_loader(ctx))
         root.obj["core"] = core
         root.call_on_close(core.close)
     return root.obj["core"]

@@ -125,14 +125,13 @@ def embed(ctx: click.Context, kb: str | None, force: bool, background: bool, sho
                                "--retry-failed, not both")
     if watch and not show_status:
         raise click.UsageError("--watch goes with --status")
-    core = get_core(ctx, worker=not (show_status or background))
+    core = get_core(ctx)
     if kb is not None:
         core.kbs.get_kb(kb)
     if show_status:
         _status(core, kb, fmt, watch)
         return
-    if not core.provider.enabled:
-        raise click.ClickException(core.provider.why_disabled() or "embedding is off")
+    core.provider.require()
     queued = core.embedding.requeue(kb=kb, statuses=("done", "failed")) if force else \
         core.embedding.requeue(kb=kb, only_missing=True)
     if retry_failed:

@@ -10,8 +10,7 @@ import time
 
 import click
 
-from pyrite.services.batches import BatchResult
-from pyrite.worker import EmbeddingWorker
+from pyrite.worker import BatchResult, EmbeddingWorker
 
 
 def run_worker(worker: EmbeddingWorker) -> BatchResult:

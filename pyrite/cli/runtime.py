@@ -25,11 +25,10 @@ from pyrite.worker import EmbeddingWorker
 def worker(ctx: click.Context, until_empty: bool, kb: str | None, fmt: str) -> None:
     """Run an embedding worker in the foreground (for a process manager); SIGTERM stops it cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    core = get_core(ctx, worker=True)
+    core = get_core(ctx)
     if kb is not None:
         core.kbs.get_kb(kb)
-    if not core.provider.enabled:
-        raise click.ClickException(core.provider.why_disabled() or "embedding is off")
+    core.provider.require()
     w = EmbeddingWorker(core.embedding, kind="worker", until_empty=until_empty, kb=kb)
     log = logging.getLogger("pyrite.worker")
     log.info("worker %s starting (model %s)", w.id, core.provider.model_id)

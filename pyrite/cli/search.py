@@ -5,15 +5,15 @@ from __future__ import annotations
 import click
 
 from pyrite.cli.common import emit_json, format_option, get_core, warn
-from pyrite.services.search_service import LIMIT_MAX, MODES
+from pyrite.field_rules import SEARCH_LIMIT_MAX, SEARCH_MODES
 
 
 @click.command()
 @click.argument("query")
 @click.option("--kb", default=None, help="Search only this KB.")
-@click.option("--mode", type=click.Choice(MODES), default=None,
+@click.option("--mode", type=click.Choice(SEARCH_MODES), default=None,
               help="keyword, semantic or hybrid (default: hybrid when vectors exist, else keyword).")
-@click.option("--limit", type=click.IntRange(1, LIMIT_MAX), default=10, show_default=True, help="Most results.")
+@click.option("--limit", type=click.IntRange(1, SEARCH_LIMIT_MAX), default=10, show_default=True, help="Most results.")
 @click.option("--wait", type=click.FloatRange(0, 300), default=None,
               help="First wait up to this many seconds for pending embeddings (read-your-writes).")
 @format_option

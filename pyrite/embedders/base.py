@@ -40,11 +40,6 @@ class Embedder(ABC):
     # False when calls from two threads at once are unsafe; the service then serializes them.
     concurrent_safe: bool = True
 
-    @property
-    def model_id(self) -> str:
-        """The vector space these vectors live in (provider:model)."""
-        return f"{self.provider}:{self.model}"
-
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
         """One vector per text, shape (len(texts), dimension), float32; raise EmbeddingError on failure."""

@@ -52,14 +52,6 @@ def load_model(model: str) -> Any:
         return _MODELS[path]
 
 
-def is_loaded(model: str) -> bool:
-    """True once this process holds the model in memory."""
-    try:
-        return _model_path(model) in _MODELS
-    except ConfigError:
-        return False
-
-
 class LocalEmbedder(Embedder):
     """Runs the model on this machine's CPU; long texts are chunked by tokens with overlap."""
 

@@ -30,25 +30,30 @@ from pyrite.worker import EmbeddingWorker
 log = logging.getLogger("pyrite.server")
 SHUTDOWN_GRACE_S = 10.0
 
-# Which status each pyrite error becomes; the most specific class wins.
-ERROR_STATUS: list[tuple[type[PyriteError], int]] = [
-    (MediaTypeError, 415),
-    (InputError, 422),
-    (ValidationError, 400),
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (StorageError, 409),  # the KB's folder refuses the write (read-only, full): its state, not the request
-    (EmbeddingError, 502),
-    (BusyError, 503),
-    (ConfigError, 503),
-    (PyriteError, 400),
-]
+# Which status each pyrite error becomes; a class not named here answers as its nearest named base.
+ERROR_STATUS: dict[type[PyriteError], int] = {
+    MediaTypeError: 415,
+    InputError: 422,
+    ValidationError: 400,
+    NotFoundError: 404,
+    ConflictError: 409,
+    StorageError: 409,  # the KB's folder refuses the write (read-only, full): its state, not the request
+    EmbeddingError: 502,
+    BusyError: 503,
+    ConfigError: 503,
+    PyriteError: 400,
+}
+
+
+def error_status(exc: PyriteError) -> int:
+    """The HTTP status of a pyrite error: that of its class, else of its nearest base in ERROR_STATUS."""
+    return next(ERROR_STATUS[cls] for cls in type(exc).__mro__ if cls in ERROR_STATUS)
 
 
 async def pyrite_error(request: Request, exc: Exception) -> JSONResponse:
-    status = next(code for cls, code in ERROR_STATUS if isinstance(exc, cls))
+    assert isinstance(exc, PyriteError)  # registered for PyriteError only
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse({"error": str(exc)}, status_code=error_status(exc), headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -106,11 +111,8 @@ def create_app(settings: Settings, *, worker: bool = True, core: Pyrite | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # With a worker in this process, it checkpoints the WAL instead of a request's commit.
         owned = core is None
-        app.state.core = core or await run_in_threadpool(
-            lambda: Pyrite(settings, autocheckpoint=not (worker and settings.embed_provider != "none"),
-                           reload=reload))
+        app.state.core = core or await run_in_threadpool(lambda: Pyrite(settings, reload=reload))
         app.state.worker = None
         app.state.hub = EventHub(app.state.core.db)
         await app.state.hub.start()

@@ -158,13 +158,3 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str |
     if raw is not None and raw not in choices:
         raise InputError(f"query parameter {name!r} must be one of {', '.join(choices)}")
     return raw
-
-
-def query_bool(request: Request, name: str) -> bool:
-    """A true/false query parameter (1/0, true/false, yes/no)."""
-    raw = (request.query_params.get(name) or "").lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise InputError(f"query parameter {name!r} must be true or false")

@@ -10,8 +10,8 @@ from typing import Any
 from pyrite import __version__
 
 from pyrite.server.inputs import INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES, WAIT_MAX
-from pyrite.services.kb_service import TAG_MAX, TITLE_MAX, TYPE_MAX
-from pyrite.services.search_service import LIMIT_MAX, MODES
+from pyrite.field_rules import TAG_MAX, TITLE_MAX, TYPE_MAX
+from pyrite.field_rules import SEARCH_LIMIT_MAX, SEARCH_MODES
 from pyrite.storage.files import RESERVED_KEYS
 
 # Every character str.strip() removes: a title, tag or query made only of these is blank.
@@ -202,8 +202,8 @@ def _search() -> dict[str, Any]:
     op = _op("search", "Search by keyword, meaning or both", "200", "SearchResults", errors=("404", "422", "502"),
              params=[_param("q", "query", _QUERY, True, "query text"),
                      _query_kb(),
-                     _param("mode", "query", {"type": "string", "enum": list(MODES)}),
-                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}),
+                     _param("mode", "query", {"type": "string", "enum": list(SEARCH_MODES)}),
+                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX}),
                      _param("wait", "query", {"type": "number", "minimum": 0, "maximum": WAIT_MAX},
                             doc="seconds to wait for pending embeddings first (read-your-writes)")])
     op["responses"]["503"] = _error("the search ran over its time budget, or semantic search is not available",

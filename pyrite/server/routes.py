@@ -18,7 +18,7 @@ from pyrite.names import check_entry_id, check_kb_name
 from pyrite.server.inputs import (INT64_MAX, LIST_LIMIT_MAX, QUERY_PARAM_MAX, REQUEUE_LIMIT_MAX, REQUEUE_STATUSES,
                                   WAIT_MAX, InputError, json_object, query_choice, query_float,
                                   query_int, query_kb, query_text)
-from pyrite.services.search_service import LIMIT_MAX, MODES
+from pyrite.field_rules import SEARCH_LIMIT_MAX, SEARCH_MODES
 
 ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "kb": (str,), "title": (str,), "body": (str, type(None)), "tags": (list, type(None)),
@@ -132,8 +132,8 @@ async def move_entry(request: Request) -> JSONResponse:
 
 async def search(request: Request) -> JSONResponse:
     query = query_text(request, "q", QUERY_PARAM_MAX)
-    mode = query_choice(request, "mode", MODES)
-    limit = query_int(request, "limit", 10, low=1, high=LIMIT_MAX) or 10
+    mode = query_choice(request, "mode", SEARCH_MODES)
+    limit = query_int(request, "limit", 10, low=1, high=SEARCH_LIMIT_MAX) or 10
     wait = query_float(request, "wait", low=0, high=WAIT_MAX)
     kb = query_kb(request)
     service = _core(request).search

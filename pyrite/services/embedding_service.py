@@ -44,19 +44,27 @@ class EmbeddingService:
         # The in-process worker that embeds this process's writes (attach_worker), woken after each commit.
         self._wake: Callable[[], None] | None = None
         self._wake_lock = threading.Lock()
+        self._checkpointed_by_commits = db.autocheckpoint
 
     # -- the in-process worker -------------------------------------------------------
 
     def attach_worker(self, wake: Callable[[], None]) -> None:
-        """From now on this process's writes only queue and call wake (thread-safe) instead of embedding here."""
+        """From now on this process's writes only queue and call wake (thread-safe) instead of embedding here.
+
+        The worker checkpoints the WAL between its batches, so this process's commits stop doing it.
+        """
         with self._wake_lock:
+            if self._wake is None:
+                self._checkpointed_by_commits = self.db.autocheckpoint
             self._wake = wake
+            self.db.set_autocheckpoint(False)
 
     def detach_worker(self, wake: Callable[[], None]) -> None:
         """Undo attach_worker(wake); writes embed here again when no other worker lives."""
         with self._wake_lock:
             if self._wake == wake:  # bound methods are made anew on each access: compare, not identity
                 self._wake = None
+                self.db.set_autocheckpoint(self._checkpointed_by_commits)
 
     @property
     def has_worker(self) -> bool:

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pyrite.errors import ValidationError
+from pyrite.field_rules import TITLE_MAX
 from pyrite.names import is_slug
 from pyrite.storage import files
 
-TITLE_MAX = 500
 # Keys that are entry fields, not meta (`id` is read and ignored: the path is the id).
 FIELD_KEYS = ("id", "title", "type", "tags", "created", "updated")
 

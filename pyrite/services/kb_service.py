@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import os
 import stat
 import time
@@ -18,20 +17,15 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 from pyrite.config import Settings
 from pyrite.errors import ConflictError, NotFoundError, PyriteError, StorageError, ValidationError
 from pyrite.kb_folders import check_kb_folder
-from pyrite.models import KB, Entry, embed_text
+from pyrite.models import KB, Entry
 from pyrite.link_rules import file_links
 from pyrite.models import aliases_of
-from pyrite.names import check_entry_id, check_kb_name, is_slug
+from pyrite.names import check_entry_id, check_kb_name
+from pyrite import field_rules
 from pyrite.services import file_fields, moves, naming
 from pyrite.storage import events, files, frontmatter, links, passages, queue, tree, vectors
 from pyrite.storage.db import Database
 
-TITLE_MAX = file_fields.TITLE_MAX
-TAG_MAX = 100
-TYPE_MAX = 64
-# Deeper meta is refused: YAML's emitter recurses several frames a level and hit the recursion limit at ~330.
-META_DEPTH_MAX = 32
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # a NUL escape in JSON text, not an escaped backslash
 _ENTRY_COLUMNS = "rowid, kb, id, title, body, type, tags, meta, created, updated, path"
 
 
@@ -85,88 +79,6 @@ class IndexReport:
         return {"kb": self.kb, "added": self.added, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "moved": len(self.moved_from), "queued": self.queued,
                 "errors": list(self.errors), "warnings": list(self.warnings)}
-
-
-def check_text(value: str, what: str) -> str:
-    """value if it is valid Unicode text (no lone surrogates, no NUL), else ValidationError."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(f"{what} is not valid UTF-8 text") from None
-    if "\x00" in value:
-        raise ValidationError(f"{what} must not contain NUL characters")
-    return value
-
-
-def _check_title(title: Any) -> str:
-    if not isinstance(title, str) or not title.strip():
-        raise ValidationError("title must be a non-empty string")
-    check_text(title, "title")
-    if len(title) > TITLE_MAX or "\n" in title or "\r" in title or "\x00" in title:
-        raise ValidationError(f"title must be one line of at most {TITLE_MAX} characters")
-    return title.strip()
-
-
-def _check_body(body: Any) -> str:
-    if not isinstance(body, str):
-        raise ValidationError("body must be a string")
-    return check_text(body, "body")
-
-
-def _check_tags(tags: Any) -> list[str]:
-    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
-        raise ValidationError("tags must be a list of strings")
-    out: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str) or not tag.strip():
-            raise ValidationError("each tag must be a non-empty string")
-        tag = check_text(tag, "a tag").strip()
-        if len(tag) > TAG_MAX or any(c in tag for c in "\n\r\x00"):
-            raise ValidationError(f"tag {tag[:40]!r} must be one line of at most {TAG_MAX} characters")
-        if tag not in out:
-            out.append(tag)
-    return out
-
-
-def _check_type(kind: Any) -> str:
-    if not isinstance(kind, str) or not kind or len(kind) > TYPE_MAX or not is_slug(kind):
-        raise ValidationError(f"type must be 1 to {TYPE_MAX} letters, digits, '-' or '_'")
-    return kind
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and mappings nest in value (a scalar is 0), without recursion."""
-    deepest, todo = 0, [(value, 0)]
-    while todo:
-        item, level = todo.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, (list, tuple)):
-            deepest = max(deepest, level + 1)
-            if deepest > META_DEPTH_MAX:
-                return deepest
-            todo.extend((child, level + 1) for child in item)
-    return deepest
-
-
-def _check_meta(meta: Any) -> dict[str, Any]:
-    if meta is None:
-        return {}
-    if not isinstance(meta, dict):
-        raise ValidationError("meta must be a mapping of key: value")
-    if _depth(meta) > META_DEPTH_MAX:
-        raise ValidationError(f"meta is nested more than {META_DEPTH_MAX} levels deep")
-    for key in meta:
-        if not isinstance(key, str) or not key.strip() or key in files.RESERVED_KEYS:
-            raise ValidationError(f"meta key {key!r} is empty or reserved ({', '.join(files.RESERVED_KEYS)})")
-    try:
-        text = check_text(json.dumps(meta, ensure_ascii=False, allow_nan=False), "meta")
-    except (TypeError, ValueError, RecursionError):
-        raise ValidationError("meta values must be strings, numbers, booleans, lists or mappings") from None
-    if _JSON_NUL.search(text):  # json.dumps escapes NUL, so check_text cannot see one at any depth
-        raise ValidationError("meta must not contain NUL characters, in keys or values")
-    # As the index stores it (tuples become lists), so the entry a write returns is the one it indexed.
-    return json.loads(text)
 
 
 def file_error(exc: OSError, kb: str, folder: Path) -> PyriteError:
@@ -328,8 +240,8 @@ class KBService:
                      folder: str = "") -> Entry:
         """Write a new entry file in folder (made if needed) named after its title, as written or as a slug
         (the KB's names setting; -2, -3 on a clash, checked case-insensitively), and index it."""
-        title, body = _check_title(title), self._check_size(_check_body(body))
-        tag_list, kind, extra = _check_tags(tags), _check_type(type), _check_meta(meta)
+        title, body = field_rules.check_title(title), self._check_size(field_rules.check_body(body))
+        tag_list, kind, extra = field_rules.check_tags(tags), field_rules.check_type(type), field_rules.check_meta(meta)
         check_kb_name(kb)
         where = naming.check_folder(folder)
         stamp = now_iso()
@@ -395,13 +307,13 @@ class KBService:
         folder = Path(self.get_kb(kb).path)
         path = folder / current.path
         changes = {
-            "title": None if title is None else _check_title(title),
-            "body": None if body is None else _check_body(body),
-            "tags": None if tags is None else _check_tags(tags),
-            "type": None if type is None else _check_type(type),
+            "title": None if title is None else field_rules.check_title(title),
+            "body": None if body is None else field_rules.check_body(body),
+            "tags": None if tags is None else field_rules.check_tags(tags),
+            "type": None if type is None else field_rules.check_type(type),
         }
         # A None value drops the key; the others are checked like new meta.
-        meta_set = _check_meta({k: v for k, v in (meta or {}).items() if v is not None})
+        meta_set = field_rules.check_meta({k: v for k, v in (meta or {}).items() if v is not None})
         meta_drop = [k for k, v in (meta or {}).items() if v is None]
         if body is not None:
             self._check_size(changes["body"])
@@ -613,17 +525,6 @@ class KBService:
         """Entries from rows of _ENTRY_COLUMNS, each with its embedding status and error."""
         states = queue.states(self.db.conn, [r[0] for r in rows])
         return [_entry_from_row(r, states.get(r[0], (None, None))) for r in rows]
-
-    def entry_ids(self, rowids: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """rowid -> (kb, id) for the given rowids that exist."""
-        out: dict[int, tuple[str, str]] = {}
-        ids = [int(r) for r in rowids]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = self.db.query(
-                f"SELECT rowid, kb, id FROM entries WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
-            out.update({r[0]: (r[1], r[2]) for r in rows})
-        return out
 
     # -- index build and sync ------------------------------------------------
 

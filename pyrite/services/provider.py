@@ -76,6 +76,12 @@ class Provider:
             return "embedding is off (provider 'none'); set PYRITE_EMBED_PROVIDER=local to turn it on"
         return self.db.vec_problem
 
+    def require(self) -> None:
+        """ConfigError saying why and how to turn it on, unless embedding is on."""
+        reason = self.why_disabled()
+        if reason is not None:
+            raise ConfigError(reason)
+
     @property
     def embedder(self) -> Embedder:
         """This process's embedder, created on first use."""

@@ -9,12 +9,10 @@ from typing import Any
 from pyrite.errors import EmbeddingError, NotFoundError, ValidationError
 from pyrite.names import check_kb_name
 from pyrite.services.embedding_service import EmbeddingService
-from pyrite.services.kb_service import check_text
+from pyrite.field_rules import SEARCH_LIMIT_MAX, SEARCH_MODES, check_text
 from pyrite.storage import passages, queue, vectors
 from pyrite.storage.db import Database, OperationalError, check_deadline
 
-MODES = ("keyword", "semantic", "hybrid")
-LIMIT_MAX = 1000
 QUERY_MAX = 10_000
 # What of a query reaches the embedding model: more than any model's window needs, and a remote call stays small.
 EMBED_QUERY_MAX = 2_000
@@ -95,10 +93,10 @@ class SearchService:
             check_kb_name(kb)
             if not self.db.query("SELECT 1 FROM kbs WHERE name = ?", (kb,)):
                 raise NotFoundError(f"no KB named {kb!r} (see `pyrite kb list`)")
-        if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
-            raise ValidationError(f"limit must be a whole number from 1 to {LIMIT_MAX}")
-        if mode is not None and mode not in MODES:
-            raise ValidationError(f"mode must be one of {', '.join(MODES)}")
+        if not isinstance(limit, int) or not 1 <= limit <= SEARCH_LIMIT_MAX:
+            raise ValidationError(f"limit must be a whole number from 1 to {SEARCH_LIMIT_MAX}")
+        if mode is not None and mode not in SEARCH_MODES:
+            raise ValidationError(f"mode must be one of {', '.join(SEARCH_MODES)}")
         notes = self.wait_notes(kb, wait)
         semantic_ok = self.provider.enabled
         if mode is None:
@@ -219,7 +217,7 @@ class SearchService:
 
     def _hybrid(self, query: str, vec: Any, kb: str | None, limit: int, deadline: tuple[float, str]
                 ) -> list[dict[str, Any]]:
-        depth = min(LIMIT_MAX, max(limit * 3, 30))
+        depth = min(SEARCH_LIMIT_MAX, max(limit * 3, 30))
         match, keyword = self._fts_ranked(query, kb, depth)
         semantic = vectors.knn(self.db.conn, vec, model=self.provider.model_id, limit=depth, kb=kb)
         scores: dict[int, float] = {}

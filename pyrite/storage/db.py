@@ -200,16 +200,24 @@ class Database:
         """This thread's connection, opened on first use."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            self._local.autocheckpoint = self.autocheckpoint  # what connect() sets
             conn = self.connect()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
 
+    def set_autocheckpoint(self, enabled: bool) -> None:
+        """Whether this process's commits run SQLite's automatic checkpoint (off while a worker here checkpoints)."""
+        self.autocheckpoint = enabled  # each thread's connection picks it up at its next write
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A BEGIN IMMEDIATE transaction on this thread's connection: commit on success, else roll back."""
         conn = self.conn
+        if getattr(self._local, "autocheckpoint", self.autocheckpoint) != self.autocheckpoint:
+            conn.execute(f"pragma wal_autocheckpoint = {AUTOCHECKPOINT_PAGES if self.autocheckpoint else 0}")
+        self._local.autocheckpoint = self.autocheckpoint
         with self._damage_is_config_error(), self.write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:

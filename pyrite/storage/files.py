@@ -375,9 +375,3 @@ def _link_exclusive(tmp: str, path: Path) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
-
-
-def is_entry_file(path: Path) -> bool:
-    """True for the markdown files a KB indexes: visible *.md files at its top level."""
-    name = path.name
-    return name.endswith(".md") and not name.startswith(".") and path.is_file()
