@@ -65,6 +65,14 @@ def get_core(ctx: click.Context) -> Any:
     return root.obj["core"]
 
 
+kb_option = click.option("--kb", required=True, help="Name of the KB.")
+
+
+def entry_command(fn: F) -> click.Command:
+    """A command on one entry: fn(ctx, entry_id, kb, fmt), with the ID argument, --kb and --format."""
+    return click.command()(click.argument("entry_id", metavar="ID")(kb_option(format_option(click.pass_context(fn)))))
+
+
 def format_option(fn: F) -> F:
     """The --format text|json option every data-printing command takes."""
     return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",

@@ -6,11 +6,10 @@ from typing import Any
 
 import click
 
-from pyrite.cli.common import emit_json, format_option, get_core, parse_meta, read_body, warn
+from pyrite.cli.common import emit_json, entry_command, format_option, get_core, kb_option, parse_meta, read_body, warn
 from pyrite.cli.links import print_links
 from pyrite.models import Entry
 
-kb_option = click.option("--kb", required=True, help="Name of the KB.")
 no_embed_option = click.option("--no-embed", is_flag=True,
                                help="Only queue the embedding; never embed in this process.")
 
@@ -64,11 +63,7 @@ def create(ctx: click.Context, kb: str, title: str, folder: str, body: str | Non
                                   f"{entry.embedding_status or 'off'}")
 
 
-@click.command()
-@click.argument("entry_id", metavar="ID")
-@kb_option
-@format_option
-@click.pass_context
+@entry_command
 def get(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
     """Show one entry."""
     core = get_core(ctx)
@@ -101,11 +96,7 @@ def update(ctx: click.Context, entry_id: str, kb: str, title: str | None, body: 
     _show(entry, fmt, core, brief=f"Updated {entry.kb}/{entry.id}, embedding: {entry.embedding_status or 'off'}")
 
 
-@click.command()
-@click.argument("entry_id", metavar="ID")
-@kb_option
-@format_option
-@click.pass_context
+@entry_command
 def delete(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
     """Delete an entry: its file, index row and vectors."""
     get_core(ctx).kbs.delete_entry(kb, entry_id)

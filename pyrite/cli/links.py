@@ -6,9 +6,7 @@ from typing import Any
 
 import click
 
-from pyrite.cli.common import emit_json, format_option, get_core, warn
-
-kb_option = click.option("--kb", required=True, help="Name of the KB.")
+from pyrite.cli.common import emit_json, entry_command, format_option, get_core, kb_option, warn
 
 
 def link_line(link: dict[str, Any]) -> str:
@@ -25,11 +23,7 @@ def print_links(info: dict[str, list[dict[str, Any]]]) -> None:
         click.echo(f"  backlink: {link['source']}  (line {link['line']}: {link['target']}{link['fragment'] or ''})")
 
 
-@click.command()
-@click.argument("entry_id", metavar="ID")
-@kb_option
-@format_option
-@click.pass_context
+@entry_command
 def links(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
     """Show the links an entry makes: the entries they resolve to, and those that resolve to none."""
     info = get_core(ctx).kbs.entry_links(kb, entry_id)
@@ -40,11 +34,7 @@ def links(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
         click.echo(f"{link['line']}\t{link_line(link)}")
 
 
-@click.command()
-@click.argument("entry_id", metavar="ID")
-@kb_option
-@format_option
-@click.pass_context
+@entry_command
 def backlinks(ctx: click.Context, entry_id: str, kb: str, fmt: str) -> None:
     """Show the entries that link to an entry."""
     info = get_core(ctx).kbs.entry_links(kb, entry_id)

@@ -227,13 +227,10 @@ def held_by(conn: Any, owner: str) -> list[Claim]:
 
 def unqueued(conn: Any, kb: str | None = None, *, limit: int = 500) -> list[tuple[int, str, str, str]]:
     """(rowid, kb, title, body) of up to limit entries with no queue row (indexed while embedding was off)."""
-    sql = ("SELECT e.rowid, e.kb, e.title, e.body FROM entries e LEFT JOIN embed_queue q "
-           "ON q.entry_rowid = e.rowid WHERE q.entry_rowid IS NULL")
-    params: list[Any] = []
-    if kb is not None:
-        sql += " AND e.kb = ?"
-        params.append(kb)
-    return conn.execute(sql + " LIMIT ?", [*params, int(limit)]).fetchall()
+    where, params = _of_kb(kb, "e.kb")
+    return conn.execute("SELECT e.rowid, e.kb, e.title, e.body FROM entries e LEFT JOIN embed_queue q "
+                        f"ON q.entry_rowid = e.rowid WHERE q.entry_rowid IS NULL{where} LIMIT ?",
+                        [*params, int(limit)]).fetchall()
 
 
 def states(conn: Any, entry_rowids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
@@ -254,18 +251,18 @@ def due(conn: Any, *, now: float, kb: str | None = None) -> float | None:
     Both halves read a partial index, so an idle worker can ask this often for the price of a read instead
     of a write transaction per poll.
     """
-    extra, params = ("", []) if kb is None else (" AND kb = ?", [kb, kb])
+    extra, params = _of_kb(kb)
     when = conn.execute(
         f"SELECT min(t) FROM (SELECT min(run_after) AS t FROM embed_queue WHERE status = 'pending'{extra} "
         f"UNION ALL SELECT min(lease_expires_at) FROM embed_queue WHERE status = 'processing'{extra})",
-        params).fetchone()[0]
+        params * 2).fetchone()[0]
     return None if when is None else float(when)
 
 
 def oldest_pending(conn: Any, kb: str | None = None) -> float | None:
     """When the oldest pending item was queued, or None."""
-    sql = "SELECT min(queued_at) FROM embed_queue WHERE status = 'pending'"
-    return conn.execute(sql + (" AND kb = ?" if kb else ""), (kb,) if kb else ()).fetchone()[0]
+    where, params = _of_kb(kb)
+    return conn.execute(f"SELECT min(queued_at) FROM embed_queue WHERE status = 'pending'{where}", params).fetchone()[0]
 
 
 def provider_error(conn: Any) -> str | None:
@@ -277,21 +274,18 @@ def provider_error(conn: Any) -> str | None:
 
 def last_failure(conn: Any, kb: str | None = None) -> tuple[str | None, float | None]:
     """(error, when) of the newest failed item, or (None, None)."""
-    row = conn.execute(
-        "SELECT error, updated_at FROM embed_queue WHERE status = 'failed'" + (" AND kb = ?" if kb else "")
-        + " ORDER BY updated_at DESC LIMIT 1", (kb,) if kb else ()).fetchone()
+    where, params = _of_kb(kb)
+    row = conn.execute(f"SELECT error, updated_at FROM embed_queue WHERE status = 'failed'{where} "
+                       "ORDER BY updated_at DESC LIMIT 1", params).fetchone()
     return (row[0], row[1]) if row else (None, None)
 
 
 def failed_entries(conn: Any, kb: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
     """Failed entries with their error and attempts, newest first."""
-    sql = ("SELECT e.kb, e.id, e.title, q.error, q.attempts, q.updated_at FROM embed_queue q "
-           "JOIN entries e ON e.rowid = q.entry_rowid WHERE q.status = 'failed'")
-    params: list[Any] = []
-    if kb is not None:
-        sql += " AND q.kb = ?"
-        params.append(kb)
-    rows = conn.execute(sql + " ORDER BY q.updated_at DESC LIMIT ?", [*params, int(limit)])
+    where, params = _of_kb(kb, "q.kb")
+    rows = conn.execute("SELECT e.kb, e.id, e.title, q.error, q.attempts, q.updated_at FROM embed_queue q "
+                        f"JOIN entries e ON e.rowid = q.entry_rowid WHERE q.status = 'failed'{where} "
+                        "ORDER BY q.updated_at DESC LIMIT ?", [*params, int(limit)])
     return [{"kb": r[0], "id": r[1], "title": r[2], "error": r[3], "attempts": r[4], "failed_at": r[5]}
             for r in rows]
 
@@ -336,6 +330,11 @@ def _set_pending(conn: Any, condition: str, params: list[Any], *, now: float, kb
     return cur.rowcount
 
 
+def _of_kb(kb: str | None, column: str = "kb") -> tuple[str, list[Any]]:
+    """The " AND column = ?" clause and its parameters that keep a statement to one KB (none for all KBs)."""
+    return ("", []) if kb is None else (f" AND {column} = ?", [kb])
+
+
 def counts(conn: Any, kb: str | None = None) -> dict[str, int]:
     """Rows per status (all five statuses, zeros included)."""
     out = {s: 0 for s in EMBED_STATUSES}
@@ -351,7 +350,7 @@ def counts(conn: Any, kb: str | None = None) -> dict[str, int]:
 def outstanding(conn: Any, kb: str | None = None) -> int:
     """Items not yet finished (pending or processing)."""
     # One count per status, so each reads only its partial index, never the whole queue.
-    extra, params = ("", []) if kb is None else (" AND kb = ?", [kb, kb])
+    extra, params = _of_kb(kb)
     return conn.execute(
         f"SELECT (SELECT count(*) FROM embed_queue WHERE status = 'pending'{extra}) + "
-        f"(SELECT count(*) FROM embed_queue WHERE status = 'processing'{extra})", params).fetchone()[0]
+        f"(SELECT count(*) FROM embed_queue WHERE status = 'processing'{extra})", params * 2).fetchone()[0]
