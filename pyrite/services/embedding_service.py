@@ -14,7 +14,7 @@ from pyrite.services import embed_status
 from pyrite.services.batches import BatchProcessor, BatchResult, claim_batch
 from pyrite.services.provider import Provider
 from pyrite.services.vector_index import VectorIndex
-from pyrite.storage import events, queue, vectors, workers
+from pyrite.storage import cells, events, queue, vectors, workers
 from pyrite.storage.db import Database
 from pyrite.storage.queue import Claim
 
@@ -114,11 +114,13 @@ class EmbeddingService:
             vectors.delete_entries(conn, [rowid])  # nothing to embed any more: old vectors would mislead
 
     def forget(self, conn: Any, rowids: Sequence[int]) -> None:
-        """Drop the embedding work of deleted entries."""
+        """Drop the queue rows and vectors of deleted entries."""
+        vectors.delete_entries(conn, rowids)
         queue.delete(conn, rowids)
 
     def forget_kb(self, conn: Any, kb: str) -> None:
-        """Drop the embedding work of a removed KB."""
+        """Drop the queue rows and the cell index of a removed KB."""
+        cells.forget_kb(conn, kb)
         queue.delete_kb(conn, kb)
 
     def must_embed_here(self, conn: Any) -> bool:

@@ -23,7 +23,7 @@ from pyrite.models import aliases_of
 from pyrite.names import check_entry_id, check_kb_name
 from pyrite import field_rules
 from pyrite.services import file_fields, moves, naming
-from pyrite.storage import events, files, frontmatter, links, passages, queue, tree, vectors
+from pyrite.storage import events, files, frontmatter, links, passages, queue, tree
 from pyrite.storage.db import Database
 
 _ENTRY_COLUMNS = "rowid, kb, id, title, body, type, tags, meta, created, updated, path"
@@ -39,10 +39,10 @@ class WriteHooks(Protocol):
         """Inside the write's transaction: the entry's text is now title+body (queued unless already embedded)."""
 
     def forget(self, conn: Any, rowids: Sequence[int]) -> None:
-        """Inside the transaction that deletes these entries: drop their embedding work."""
+        """Inside the transaction that deletes these entries: drop their embedding work and vectors."""
 
     def forget_kb(self, conn: Any, kb: str) -> None:
-        """Inside the transaction that removes a KB: drop its embedding work."""
+        """Inside the transaction that removes a KB (after forget of its entries): drop what is left of it."""
 
     def must_embed_here(self, conn: Any) -> bool:
         """Inside the write's transaction: True if no worker will embed it, so this process must."""
@@ -223,10 +223,9 @@ class KBService:
         kb = self.get_kb(name)
         with self.db.write() as conn:
             rowids = [r[0] for r in conn.execute("SELECT rowid FROM entries WHERE kb = ?", (name,))]
-            vectors.delete_entries(conn, rowids)
             passages.delete(conn, rowids)
-            vectors.forget_kb(conn, name)
             links.forget_kb(conn, name)
+            self.hooks.forget(conn, rowids)
             self.hooks.forget_kb(conn, name)
             conn.execute("DELETE FROM entries WHERE kb = ?", (name,))
             conn.execute("DELETE FROM kbs WHERE name = ?", (name,))
@@ -739,7 +738,6 @@ class KBService:
             row = conn.execute("SELECT rowid FROM entries WHERE kb = ? AND id = ?", (kb, entry_id)).fetchone()
             if row is None:
                 continue
-            vectors.delete_entries(conn, [row[0]])
             passages.delete(conn, [row[0]])
             links.forget_entry(conn, row[0])
             self.hooks.forget(conn, [row[0]])

@@ -229,3 +229,10 @@ def finish_generation(conn: Any, st: State) -> None:
     if st.prev_gen:
         conn.execute("DELETE FROM vec_centroids WHERE gen = ?", (st.prev_gen,))
     conn.execute("UPDATE vec_index SET prev_gen = NULL, prev_token = '' WHERE dim = ? AND kb = ?", (st.dim, st.kb))
+
+
+def forget_kb(conn: Any, kb: str) -> None:
+    """Drop a removed KB's cell index (its vectors go with its entries)."""
+    gens = conn.execute("SELECT gen FROM vec_generations WHERE kb = ?", (kb,)).fetchall()
+    conn.executemany("DELETE FROM vec_centroids WHERE gen = ?", gens)
+    conn.execute("DELETE FROM vec_index WHERE kb = ?", (kb,))

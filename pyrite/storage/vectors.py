@@ -302,13 +302,6 @@ def rebuild_table(conn: Any, dim: int) -> None:
             _insert_stored(conn, name, st, rows)
 
 
-def forget_kb(conn: Any, kb: str) -> None:
-    """Drop a removed KB's cell index (its vectors go with its entries)."""
-    gens = conn.execute("SELECT gen FROM vec_generations WHERE kb = ?", (kb,)).fetchall()
-    conn.executemany("DELETE FROM vec_centroids WHERE gen = ?", gens)
-    conn.execute("DELETE FROM vec_index WHERE kb = ?", (kb,))
-
-
 def models(conn: Any, kb: str | None = None, *, other_than: str | None = None) -> dict[str, int]:
     """Entries with vectors, per model (only models other than `other_than`, when given).
 
