@@ -228,6 +228,7 @@ class EmbeddingWorker:
         if self.until_empty and self.service.outstanding(self.kb) == 0:
             self._drained = True
             self._stop.set()
+            self.notify()  # the other runners' sleep ends at once
             return 0.0
         due = self.service.next_due(self.kb)
         return IDLE_MAX_S if due is None else max(0.0, due - time.time())
