@@ -63,6 +63,23 @@ def open_core(home: Path, provider: str = "local", **kwargs: Any) -> Pyrite:
     return benchlib.open_core(home, embed_provider=provider, **kwargs)
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of this machine since boot from /proc/stat; None where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other tenants between two cpu_ticks() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def local_model() -> Any:
     """The process-wide SentenceTransformer pyrite's local embedder uses (the very same object)."""
     from pyrite.embedders.local import load_model
@@ -612,12 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for section in SECTIONS:
             if section not in sections:
                 continue
-            t0, ticks0 = time.perf_counter(), benchlib.cpu_ticks()
+            t0, ticks0 = time.perf_counter(), cpu_ticks()
             data[section] = {"latency": bench_latency, "throughput": bench_throughput, "queue": bench_queue,
                              "searchable": bench_searchable, "threads": bench_threads}[section](tmp, args)
             data[section]["section_seconds"] = round(time.perf_counter() - t0, 1)
             # CPU time taken by other tenants of the host during the section: how contended the run was.
-            data[section]["cpu_steal_percent"] = benchlib.steal_percent(ticks0, benchlib.cpu_ticks())
+            data[section]["cpu_steal_percent"] = steal_percent(ticks0, cpu_ticks())
             benchlib.write_json(args.json, data, announce=False)  # partial results survive a later failure
     data["seconds"] = round(time.perf_counter() - started, 1)
     targets = report(data)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
-from benchlib import log, machine_info
+from benchlib import log, machine_info, md_table
 from corpus import Prose
 
 benchlib.use_repo()
@@ -158,27 +158,18 @@ def report(results: dict[str, Any]) -> str:
              f"server answers each request in {results['server']['delay_s'] * 1000:.0f} ms, "
              f"{results['server']['dimension']}-d vectors; {results['items']} items per drain.", ""]
     concurrencies = sorted({r["concurrency"] for r in results["throughput"]})
-    batches = sorted({r["batch"] for r in results["throughput"]})
-    lines.append("| batch | " + " | ".join(f"concurrency {c}" for c in concurrencies) + " |")
-    lines.append("|---:|" + "---:|" * len(concurrencies))
-    for b in batches:
-        cells = []
-        for c in concurrencies:
-            run = next(r for r in results["throughput"] if r["batch"] == b and r["concurrency"] == c)
-            cells.append(f"{run['items_per_s']:.0f} items/s ({run['seconds']:.2f} s)")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    runs = {(r["batch"], r["concurrency"]): r for r in results["throughput"]}
+    lines.append(md_table(["batch"] + [f"concurrency {c}" for c in concurrencies], [
+        [b] + [f"{runs[b, c]['items_per_s']:.0f} items/s ({runs[b, c]['seconds']:.2f} s)" for c in concurrencies]
+        for b in sorted({b for b, _ in runs})]))
     rl = results.get("rate_limit")
     if rl:
-        lines += ["",
-                  f"Drain of {rl['plain']['items']} items, batch {rl['batch']}, concurrency {rl['concurrency']}:",
-                  "",
-                  "| server | requests | 429s | seconds | items/s |",
-                  "|---|---:|---:|---:|---:|",
-                  f"| no rate limit | {rl['plain']['requests']} | 0 | {rl['plain']['seconds']:.2f} | "
-                  f"{rl['plain']['items_per_s']:.0f} |",
-                  f"| every {rl['every']}th request 429, Retry-After: {rl['retry_after']} | "
-                  f"{rl['limited']['requests']} | {rl['limited']['rate_limited']} | {rl['limited']['seconds']:.2f} | "
-                  f"{rl['limited']['items_per_s']:.0f} |",
+        plain, limited = rl["plain"], rl["limited"]
+        lines += ["", f"Drain of {plain['items']} items, batch {rl['batch']}, concurrency {rl['concurrency']}:", "",
+                  md_table(["server", "requests", "429s", "seconds", "items/s"], [
+                      ["no rate limit", plain["requests"], 0, f"{plain['seconds']:.2f}", f"{plain['items_per_s']:.0f}"],
+                      [f"every {rl['every']}th request 429, Retry-After: {rl['retry_after']}", limited["requests"],
+                       limited["rate_limited"], f"{limited['seconds']:.2f}", f"{limited['items_per_s']:.0f}"]]),
                   "",
                   f"Ratio rate-limited / plain: **{rl['ratio']:.1f}x** (the 429s alone ask for at least "
                   f"{rl['floor_s']:.0f} s of waiting)."]

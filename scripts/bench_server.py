@@ -57,11 +57,15 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 import benchlib
-from benchlib import log, ratio, run_cli, summary_ms
+from benchlib import log, run_cli, summary_ms
 from corpus import Prose, write_kb_files
 
 KB = "bench"
 READY_TIMEOUT_S = 180.0
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
 
 
 def cell(v: Any) -> str:

@@ -134,13 +134,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, result
 
 
-def cpu_timed(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(wall s, this thread's CPU s) of fn(): CPU time is what other tenants of the machine do not inflate."""
-    wall, cpu = time.perf_counter(), time.thread_time()
-    fn()
-    return time.perf_counter() - wall, time.thread_time() - cpu
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of values."""
     ordered = sorted(values)
@@ -164,11 +157,6 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
         "min_ms": round(min(ms), 4),
         "max_ms": round(max(ms), 4),
     }
-
-
-def ratio(a: float, b: float, digits: int = 3) -> float:
-    """a / b rounded; NaN when b is 0."""
-    return round(a / b, digits) if b else float("nan")
 
 
 def int_list(text: str) -> list[int]:
@@ -214,23 +202,6 @@ def machine_info() -> dict[str, Any]:
         # Other tenants of a shared machine show here: figures are comparable only as ratios.
         "load_avg_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(steal, total) CPU ticks of this machine since boot from /proc/stat; None where there is none."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
-
-
-def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """Share of CPU time the hypervisor gave to other tenants between two cpu_ticks() readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def write_json(path: str | Path | None, data: Any, *, announce: bool = True) -> None:
