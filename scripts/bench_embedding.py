@@ -34,26 +34,21 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import (  # noqa: E402  (also removes PYRITE_* from the environment)
-    ROOT, Words, child_env, cpu_ticks, machine_info, md_table, percentile, pyrite_argv, steal_percent,
-    summary_ms, write_json,
-    write_kb_files,
-)
+import numpy as np
 
-import numpy as np  # noqa: E402
+import benchlib
+from benchlib import ROOT, log, md_table, percentile, summary_ms
+from corpus import Prose, write_kb_files
 
-from pyrite.config import load_settings  # noqa: E402
+benchlib.use_repo()
 from pyrite.core import Pyrite  # noqa: E402
 from pyrite.embedders.base import Embedder  # noqa: E402
 from pyrite.models import embed_text  # noqa: E402
@@ -64,14 +59,25 @@ KB = "bench"
 SECTIONS = ("latency", "throughput", "queue", "searchable", "threads")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def open_core(home: Path, provider: str = "local", **kwargs: Any) -> Pyrite:
+    return benchlib.open_core(home, embed_provider=provider, **kwargs)
 
 
-def open_core(home: Path, provider: str = "local", embedder: Embedder | None = None, autocheckpoint: bool = True,
-              **settings: Any) -> Pyrite:
-    return Pyrite(load_settings(home, embed_provider=provider, **settings), embedder=embedder,
-                  autocheckpoint=autocheckpoint)
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of this machine since boot from /proc/stat; None where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other tenants between two cpu_ticks() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def local_model() -> Any:
@@ -81,10 +87,10 @@ def local_model() -> Any:
     return load_model("all-MiniLM-L6-v2")
 
 
-def fill(core: Pyrite, folder: Path, n: int, words: Words, *, body_words: int, kb: str = KB,
+def fill(core: Pyrite, folder: Path, n: int, prose: Prose, *, body_words: int, kb: str = KB,
          prefix: str = "note") -> None:
     """n entries of ~body_words words, written as files and indexed by build (which queues them)."""
-    write_kb_files(folder, n, body_bytes=0, words=words, body_words=body_words, prefix=prefix)
+    write_kb_files(folder, n, prose, body_words=body_words, prefix=prefix)
     core.kbs.create_kb(kb, folder)
     report = core.kbs.build(kb)
     assert report.added == n and not report.errors, report.to_dict()
@@ -118,7 +124,7 @@ def drain(worker: EmbeddingWorker, items: int) -> tuple[int, int]:
 
 
 def bench_latency(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    words = Words(seed=21)
+    words = Prose(seed=21)
     queued = open_core(tmp / "home-queued")
     sync = open_core(tmp / "home-sync")
     for core in (queued, sync):
@@ -222,14 +228,14 @@ def bench_latency(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_throughput(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     model = local_model()
-    words = Words(seed=31)
+    words = Prose(seed=31)
     warm_texts = [words.title(i) + "\n\n" + words.text_words(args.body_words) for i in range(64)]
     out: dict[str, Any] = {"n": args.n, "body_words": args.body_words, "rounds": args.rounds, "by_batch": {}}
     for bs in args.batch_sizes:
         home = tmp / f"home-throughput-{bs}"
         core = open_core(home, embed_batch_size=bs)
-        fill(core, tmp / f"files-throughput-{bs}", args.n, Words(seed=32), body_words=args.body_words)
-        fill(core, tmp / f"files-warm-{bs}", max(2 * bs, 8), Words(seed=33), body_words=args.body_words,
+        fill(core, tmp / f"files-throughput-{bs}", args.n, Prose(seed=32), body_words=args.body_words)
+        fill(core, tmp / f"files-warm-{bs}", max(2 * bs, 8), Prose(seed=33), body_words=args.body_words,
              kb="warm", prefix="warm")
         texts = queued_texts(core, KB)
         assert len(texts) == args.n
@@ -311,8 +317,8 @@ def bench_queue(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         # between batches (plus one here after every round), inside the timing: its cost is counted.
         core = open_core(tmp / f"home-queue-{bs}", provider="hash", embedder=NoopEmbedder(), embed_batch_size=bs,
                          autocheckpoint=False)
-        fill(core, tmp / f"files-queue-{bs}", args.queue_n, Words(seed=41), body_words=args.body_words)
-        fill(core, tmp / f"files-queue-warm-{bs}", 2 * bs, Words(seed=42), body_words=args.body_words,
+        fill(core, tmp / f"files-queue-{bs}", args.queue_n, Prose(seed=41), body_words=args.body_words)
+        fill(core, tmp / f"files-queue-warm-{bs}", 2 * bs, Prose(seed=42), body_words=args.body_words,
              kb="warm", prefix="warm")
         drain(EmbeddingWorker(core.embedding, kind="bench", kb="warm"), 10**9)
         homes[bs] = core
@@ -359,13 +365,13 @@ def bench_searchable(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     home = tmp / "home-searchable"
     core = open_core(home)
     core.kbs.create_kb(KB)
-    words = Words(seed=51)
+    words = Prose(seed=51)
     worker_log = tmp / "worker.log"
-    env = child_env(home, PYRITE_EMBED_PROVIDER="local")
+    env = benchlib.child_env(home, PYRITE_EMBED_PROVIDER="local")
     log("searchable: starting `pyrite worker` in a subprocess ...")
     t_spawn = time.perf_counter()
     with open(worker_log, "wb") as fh:
-        proc = subprocess.Popen(pyrite_argv("worker"), env=env, stdin=subprocess.DEVNULL, stdout=fh,
+        proc = subprocess.Popen(benchlib.pyrite_argv("worker"), env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, cwd=str(ROOT))
     try:
         while not core.embedding.live_workers():
@@ -418,13 +424,7 @@ def bench_searchable(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             results.append(one(i))
             log(f"  #{i + 1}: searchable after {results[-1]['searchable_s']:.3f}s")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        benchlib.stop_process(proc)
         core.close()
     searchable = [r["searchable_s"] for r in results]
     done = [r["done_seen_s"] for r in results]
@@ -464,7 +464,7 @@ def probe_child(variant: str, n: int, body_words: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     model = local_model()
-    words = Words(seed=61)
+    words = Prose(seed=61)
     texts = [words.title(i) + "\n\n" + words.text_words(body_words) for i in range(n)]
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     for bs in (1, 32):
@@ -482,7 +482,7 @@ def bench_threads(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     names = list(THREAD_VARIANTS)
     for r in range(args.threads_rounds):
         for variant in (names if r % 2 == 0 else list(reversed(names))):
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            env = {k: v for k, v in benchlib.clean_env().items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
             env.update(THREAD_VARIANTS[variant][0])
             proc = subprocess.run([sys.executable, __file__, "--probe-child", variant, "--threads-n",
                                    str(args.threads_n), "--body-words", str(args.body_words)],
@@ -585,10 +585,6 @@ def report(data: dict[str, Any]) -> list[tuple[str, bool]]:
     return targets
 
 
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
@@ -598,10 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="latency: writes with a busy in-process worker, 0 to skip (default 100)")
     ap.add_argument("--warmup", type=int, default=5, help="latency: untimed writes of each kind first (default 5)")
     ap.add_argument("--n", type=int, default=1000, help="throughput: entries per batch size (default 1000)")
-    ap.add_argument("--batch-sizes", type=int_list, default=[1, 10, 32], help="throughput: default 1,10,32")
+    ap.add_argument("--batch-sizes", type=benchlib.int_list, default=[1, 10, 32], help="throughput: default 1,10,32")
     ap.add_argument("--rounds", type=int, default=8, help="throughput and queue: alternating rounds (default 8)")
     ap.add_argument("--queue-n", type=int, default=5000, help="queue: items per batch size (default 5000)")
-    ap.add_argument("--queue-batch-sizes", type=int_list, default=[10, 100], help="queue: default 10,100")
+    ap.add_argument("--queue-batch-sizes", type=benchlib.int_list, default=[10, 100], help="queue: default 10,100")
     ap.add_argument("--no-claim-ahead", action="store_true",
                     help="queue: claim each batch in its own transaction (bare run_once) instead of the worker loop's way")
     ap.add_argument("--searchable-writes", type=int, default=20, help="searchable: timed writes (default 20)")
@@ -627,11 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(name, value)
 
-    tmp = Path(tempfile.mkdtemp(prefix="pyrite-bench-embed-", dir=args.tmp))
-    data: dict[str, Any] = {"benchmark": "bench_embedding", "machine": machine_info(),
-                            "args": {k: v for k, v in vars(args).items()}}
+    data: dict[str, Any] = {"benchmark": "bench_embedding", "machine": benchlib.machine_info(), "args": vars(args)}
     started = time.perf_counter()
-    try:
+    with benchlib.scratch("pyrite-bench-embed-", args.tmp) as tmp:
         for section in SECTIONS:
             if section not in sections:
                 continue
@@ -641,16 +635,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             data[section]["section_seconds"] = round(time.perf_counter() - t0, 1)
             # CPU time taken by other tenants of the host during the section: how contended the run was.
             data[section]["cpu_steal_percent"] = steal_percent(ticks0, cpu_ticks())
-            if args.json:  # partial results survive a later section's failure
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            benchlib.write_json(args.json, data, announce=False)  # partial results survive a later failure
     data["seconds"] = round(time.perf_counter() - started, 1)
     targets = report(data)
     data["targets"] = {name: met for name, met in targets}
     print(f"\n(total {data['seconds']:.0f}s)")
-    write_json(args.json, data)
+    benchlib.write_json(args.json, data)
     return 0
 
 

@@ -14,21 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import benchlib
 
-from pyrite.config import load_settings  # noqa: E402
-from pyrite.core import Pyrite  # noqa: E402
+benchlib.use_repo()
 from pyrite.storage.db import Database  # noqa: E402
 from pyrite.worker import EmbeddingWorker  # noqa: E402
 
@@ -61,18 +55,8 @@ class WriteCounter:
 
 def measure(home: Path, concurrency: int, seconds: float) -> dict[str, float]:
     """Run an idle worker for `seconds`; its write transactions a second and CPU share of one core."""
-    env = {"PYRITE_HOME": str(home), "PYRITE_EMBED_PROVIDER": "hash",
-           "PYRITE_EMBED_CONCURRENCY": str(concurrency), "PYRITE_KB_NAMES": "slug"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        core = Pyrite(load_settings(), autocheckpoint=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    core = benchlib.open_core(home, embed_provider="hash", embed_concurrency=concurrency, kb_names="slug",
+                              autocheckpoint=False)
     if not core.kbs.list_kbs():
         core.kbs.create_kb("idle")
         for i in range(20):
@@ -105,12 +89,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="pyrite-idle-") as tmp:
+    with benchlib.scratch("pyrite-idle-") as tmp:
         for concurrency in (1, 4):
-            results.append(measure(Path(tmp) / f"home{concurrency}", concurrency, args.seconds))
+            results.append(measure(tmp / f"home{concurrency}", concurrency, args.seconds))
             print(json.dumps(results[-1]))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    benchlib.write_json(args.json, results, announce=False)
 
 
 if __name__ == "__main__":

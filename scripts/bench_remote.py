@@ -25,27 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import benchlib
+from benchlib import log, machine_info, md_table
+from corpus import Prose
 
-# Settings come from this script, never from the caller's environment.
-for _name in [n for n in os.environ if n.startswith("PYRITE_")]:
-    del os.environ[_name]
-
-from pyrite.config import load_settings  # noqa: E402
-from pyrite.core import Pyrite  # noqa: E402
+benchlib.use_repo()
+from pyrite.config import Settings  # noqa: E402
+from pyrite.embedders import create_embedder  # noqa: E402
 from pyrite.worker import EmbeddingWorker  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
@@ -53,33 +46,29 @@ KB = "bench"
 KEY = "sk-bench-not-a-real-key"
 
 
-def make_template(home: Path, items: int) -> None:
+def make_template(home: Path, items: int, remote: dict[str, Any]) -> None:
     """A home with `items` entries of ~60 words, all pending in the embed queue."""
-    core = Pyrite(load_settings(home))
+    core = benchlib.open_core(home, **remote)
     core.kbs.create_kb(KB)
-    words = ("remote embedding providers answer over the network so the worker keeps several batches "
-             "in flight while it waits for each answer to come back").split()
+    prose = Prose(seed=71)
     for i in range(items):
-        body = " ".join(words[(i + j) % len(words)] for j in range(60))
-        core.kbs.create_entry(KB, f"Bench note {i}", f"{body} (note {i})", embed=False)
+        core.kbs.create_entry(KB, f"Bench note {i}", f"{prose.text_words(60)} (note {i})", embed=False)
     pending = core.embedding.outstanding()
     core.close()
     if pending != items:
         raise SystemExit(f"template has {pending} pending items, expected {items}")
 
 
-def warm_up(home: Path) -> None:
+def warm_up(settings: Settings) -> None:
     """Open the process's shared HTTP client once (~0.5 s, TLS context included), outside every timing."""
-    from pyrite.embedders import create_embedder
-
-    create_embedder(load_settings(home)).embed(["warm up"])
+    create_embedder(settings).embed(["warm up"])
 
 
-def drain(template: Path, work: Path, *, batch: int, concurrency: int) -> dict[str, Any]:
+def drain(template: Path, work: Path, remote: dict[str, Any], *, batch: int, concurrency: int) -> dict[str, Any]:
     """Copy the template home, drain its queue with one worker; seconds and outcome."""
     home = work / f"run-b{batch}-c{concurrency}-{time.monotonic_ns()}"
     shutil.copytree(template, home)
-    core = Pyrite(load_settings(home, embed_batch_size=batch, embed_concurrency=concurrency))
+    core = benchlib.open_core(home, embed_batch_size=batch, embed_concurrency=concurrency, **remote)
     try:
         items = core.embedding.outstanding()
         worker = EmbeddingWorker(core.embedding, kind="bench", until_empty=True)
@@ -109,59 +98,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rl-concurrency", type=int, default=4, help="concurrency of the rate-limit drains")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
-    batches = [int(b) for b in args.batch.split(",")]
+    concurrencies = benchlib.int_list(args.concurrency)
+    batches = benchlib.int_list(args.batch)
 
     fake = FakeProvider(dimension=args.dimension, delay=args.delay).start()
-    os.environ.update({"PYRITE_EMBED_PROVIDER": "openai", "PYRITE_EMBED_URL": fake.url,
-                       "PYRITE_EMBED_API_KEY": KEY})
-    work = Path(tempfile.mkdtemp(prefix="pyrite-bench-remote-"))
+    remote = {"embed_provider": "openai", "embed_url": fake.url, "embed_api_key": KEY}
     results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine_info(),
         "server": {"delay_s": args.delay, "dimension": args.dimension},
         "items": args.items,
         "throughput": [],
     }
     try:
-        template = work / "template"
-        t = time.perf_counter()
-        make_template(template, args.items)
-        print(f"template: {args.items} pending entries in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        warm_up(template)
+        with benchlib.scratch("pyrite-bench-remote-") as work:
+            template = work / "template"
+            t = time.perf_counter()
+            make_template(template, args.items, remote)
+            log(f"template: {args.items} pending entries in {time.perf_counter() - t:.1f}s")
+            warm_up(benchlib.settings(template, **remote))
 
-        for batch in batches:
-            for concurrency in concurrencies:
-                fake.reset()
-                run = drain(template, work, batch=batch, concurrency=concurrency)
-                run.update(batch=batch, concurrency=concurrency, requests=fake.count,
-                           max_in_flight=fake.in_flight_max)
-                results["throughput"].append(run)
-                print(f"batch {batch:3d} concurrency {concurrency}: {run['seconds']:7.2f}s "
-                      f"{run['items_per_s']:8.1f} items/s ({fake.count} requests)", file=sys.stderr)
+            for batch in batches:
+                for concurrency in concurrencies:
+                    fake.reset()
+                    run = drain(template, work, remote, batch=batch, concurrency=concurrency)
+                    run.update(batch=batch, concurrency=concurrency, requests=fake.count,
+                               max_in_flight=fake.in_flight_max)
+                    results["throughput"].append(run)
+                    log(f"batch {batch:3d} concurrency {concurrency}: {run['seconds']:7.2f}s "
+                        f"{run['items_per_s']:8.1f} items/s ({fake.count} requests)")
 
-        rl: dict[str, Any] = {"batch": args.rl_batch, "concurrency": args.rl_concurrency,
-                              "every": args.rate_limit_every, "retry_after": args.retry_after}
-        fake.fail_every = None
-        fake.reset()
-        rl["plain"] = drain(template, work, batch=args.rl_batch, concurrency=args.rl_concurrency)
-        rl["plain"]["requests"] = fake.count
-        fake.reset()
-        fake.fail_every = (args.rate_limit_every, 429, {"Retry-After": args.retry_after}, "Rate limit reached")
-        rl["limited"] = drain(template, work, batch=args.rl_batch, concurrency=args.rl_concurrency)
-        rl["limited"]["requests"] = fake.count
-        rl["limited"]["rate_limited"] = fake.statuses().count(429)
-        fake.fail_every = None
-        rl["ratio"] = round(rl["limited"]["seconds"] / rl["plain"]["seconds"], 2)
-        rl["floor_s"] = rl["limited"]["rate_limited"] * float(args.retry_after)
-        results["rate_limit"] = rl
+            rl: dict[str, Any] = {"batch": args.rl_batch, "concurrency": args.rl_concurrency,
+                                  "every": args.rate_limit_every, "retry_after": args.retry_after}
+            fake.fail_every = None
+            fake.reset()
+            rl["plain"] = drain(template, work, remote, batch=args.rl_batch, concurrency=args.rl_concurrency)
+            rl["plain"]["requests"] = fake.count
+            fake.reset()
+            fake.fail_every = (args.rate_limit_every, 429, {"Retry-After": args.retry_after}, "Rate limit reached")
+            rl["limited"] = drain(template, work, remote, batch=args.rl_batch, concurrency=args.rl_concurrency)
+            rl["limited"]["requests"] = fake.count
+            rl["limited"]["rate_limited"] = fake.statuses().count(429)
+            fake.fail_every = None
+            rl["ratio"] = round(rl["limited"]["seconds"] / rl["plain"]["seconds"], 2)
+            rl["floor_s"] = rl["limited"]["rate_limited"] * float(args.retry_after)
+            results["rate_limit"] = rl
     finally:
         fake.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     print(report(results))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    benchlib.write_json(args.json_path, results)
     return 0
 
 
@@ -172,27 +158,18 @@ def report(results: dict[str, Any]) -> str:
              f"server answers each request in {results['server']['delay_s'] * 1000:.0f} ms, "
              f"{results['server']['dimension']}-d vectors; {results['items']} items per drain.", ""]
     concurrencies = sorted({r["concurrency"] for r in results["throughput"]})
-    batches = sorted({r["batch"] for r in results["throughput"]})
-    lines.append("| batch | " + " | ".join(f"concurrency {c}" for c in concurrencies) + " |")
-    lines.append("|---:|" + "---:|" * len(concurrencies))
-    for b in batches:
-        cells = []
-        for c in concurrencies:
-            run = next(r for r in results["throughput"] if r["batch"] == b and r["concurrency"] == c)
-            cells.append(f"{run['items_per_s']:.0f} items/s ({run['seconds']:.2f} s)")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    runs = {(r["batch"], r["concurrency"]): r for r in results["throughput"]}
+    lines.append(md_table(["batch"] + [f"concurrency {c}" for c in concurrencies], [
+        [b] + [f"{runs[b, c]['items_per_s']:.0f} items/s ({runs[b, c]['seconds']:.2f} s)" for c in concurrencies]
+        for b in sorted({b for b, _ in runs})]))
     rl = results.get("rate_limit")
     if rl:
-        lines += ["",
-                  f"Drain of {rl['plain']['items']} items, batch {rl['batch']}, concurrency {rl['concurrency']}:",
-                  "",
-                  "| server | requests | 429s | seconds | items/s |",
-                  "|---|---:|---:|---:|---:|",
-                  f"| no rate limit | {rl['plain']['requests']} | 0 | {rl['plain']['seconds']:.2f} | "
-                  f"{rl['plain']['items_per_s']:.0f} |",
-                  f"| every {rl['every']}th request 429, Retry-After: {rl['retry_after']} | "
-                  f"{rl['limited']['requests']} | {rl['limited']['rate_limited']} | {rl['limited']['seconds']:.2f} | "
-                  f"{rl['limited']['items_per_s']:.0f} |",
+        plain, limited = rl["plain"], rl["limited"]
+        lines += ["", f"Drain of {plain['items']} items, batch {rl['batch']}, concurrency {rl['concurrency']}:", "",
+                  md_table(["server", "requests", "429s", "seconds", "items/s"], [
+                      ["no rate limit", plain["requests"], 0, f"{plain['seconds']:.2f}", f"{plain['items_per_s']:.0f}"],
+                      [f"every {rl['every']}th request 429, Retry-After: {rl['retry_after']}", limited["requests"],
+                       limited["rate_limited"], f"{limited['seconds']:.2f}", f"{limited['items_per_s']:.0f}"]]),
                   "",
                   f"Ratio rate-limited / plain: **{rl['ratio']:.1f}x** (the 429s alone ask for at least "
                   f"{rl['floor_s']:.0f} s of waiting)."]

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -66,15 +65,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import (  # noqa: E402  (also removes PYRITE_* from the environment)
-    child_env, machine_info, md_table, percentile, summary_ms, write_json,
-)
-from corpus import generate, queries, write_corpus  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
+import benchlib
+from benchlib import log, md_table, percentile, summary_ms, write_json
+from corpus import generate, queries, write_corpus
 
-from pyrite.config import load_settings  # noqa: E402
+benchlib.use_repo()
 from pyrite.core import Pyrite  # noqa: E402
 from pyrite.embedders import create_embedder  # noqa: E402
 from pyrite.models import embed_text  # noqa: E402
@@ -82,11 +79,6 @@ from pyrite.models import embed_text  # noqa: E402
 KB = "bench"
 OTHER = "other"
 MODES = ("keyword", "semantic", "hybrid")
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -506,22 +498,16 @@ def bench_search(core: Pyrite, qs: list[str], ex: dict[str, Any] | None, args: a
 
 
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix=f"pyrite-bench-scale-{n}-", dir=args.tmp))
     started = time.perf_counter()
-    try:
+    with benchlib.scratch(f"pyrite-bench-scale-{n}-", args.tmp, keep=args.keep) as tmp:
         return _bench_size(n, args, tmp) | {"total_s": round(time.perf_counter() - started, 1)}
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     home, folder, other_folder = tmp / "home", tmp / "kb", tmp / "other"
     provider, model = ("local", "all-MiniLM-L6-v2") if args.real_model else ("hash", "dense-384")
-    settings = load_settings(home, embed_provider=provider, embed_model=model, embed_batch_size=args.batch_size)
-    env = child_env(home, PYRITE_EMBED_PROVIDER=provider, PYRITE_EMBED_MODEL=model,
+    settings = benchlib.settings(home, embed_provider=provider, embed_model=model, embed_batch_size=args.batch_size)
+    env = benchlib.child_env(home, PYRITE_EMBED_PROVIDER=provider, PYRITE_EMBED_MODEL=model,
                     PYRITE_EMBED_BATCH_SIZE=str(args.batch_size))
     n_other = max(200, n // 100)
     result: dict[str, Any] = {"n": n, "n_other_kb": n_other, "provider": provider, "model": model,
@@ -529,7 +515,7 @@ def _bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     # a. the corpus, and the KB registered while its folder is empty (so nothing is indexed yet)
     core = Pyrite(settings)
-    core.kbs.create_kb(KB, folder)
+    core.kbs.create_kb(KB, folder, create=True)
     core.close()
     log(f"N={n:,}: writing the corpus into {folder} ...")
     result["corpus"] = write_corpus(n, folder, args.seed)
@@ -730,18 +716,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (their paths are logged)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = ap.parse_args(argv)
-    sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+    sizes = benchlib.int_list(args.sizes)
 
-    info = machine_info()
+    info = benchlib.machine_info()
     results = []
     started = time.perf_counter()
     for n in sizes:
         results.append(bench_size(n, args))
         log(f"N={n:,} done in {results[-1]['total_s']}s")
-        if args.json:  # what is done so far, in case a later size fails
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"benchmark": "bench_scale", "machine": info, "args": vars(args),
-                                                   "partial": True, "sizes": results}, indent=2) + "\n")
+        # What is done so far, in case a later size fails.
+        write_json(args.json, {"benchmark": "bench_scale", "machine": info, "args": vars(args), "partial": True,
+                               "sizes": results}, announce=False)
     total = time.perf_counter() - started
 
     targets = {}

@@ -14,29 +14,19 @@ passages (snippet() over the whole body, plus reading the body), for the rare wo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "scripts"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import benchlib
+import corpus
+from benchlib import log, md_table, percentile, timed
 
-# Settings come from this script, never from the caller's environment.
-for _name in [n for n in os.environ if n.startswith("PYRITE_")]:
-    del os.environ[_name]
-
-from pyrite.config import load_settings  # noqa: E402
+benchlib.use_repo()
 from pyrite.core import Pyrite  # noqa: E402
-import corpus  # noqa: E402
 
 RARE = "zyxomorph"
 
@@ -62,22 +52,15 @@ def write_kb(core: Pyrite, home: Path, name: str, body: str) -> None:
     folder.mkdir(parents=True)
     (folder / "big.md").write_text(f"---\ntitle: Long notebook\n---\n{body}", encoding="utf-8")
     core.kbs.create_kb(name, folder)
-    started = time.perf_counter()
-    core.kbs.build(name)
-    print(f"built KB {name} ({len(body):,} characters) in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    seconds, _ = timed(lambda: core.kbs.build(name))
+    log(f"built KB {name} ({len(body):,} characters) in {seconds:.2f} s")
 
 
-def timed(fn: Any) -> float:
-    started = time.perf_counter()
-    fn()
-    return (time.perf_counter() - started) * 1000.0
-
-
-def cpu_timed(fn: Any) -> tuple[float, float]:
-    """(wall ms, this thread's CPU ms) of fn(): CPU time is what other tenants of the machine do not inflate."""
+def cpu_timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall s, this thread's CPU s) of fn(): CPU time is what other tenants of the machine do not inflate."""
     wall, cpu = time.perf_counter(), time.thread_time()
     fn()
-    return (time.perf_counter() - wall) * 1000.0, (time.thread_time() - cpu) * 1000.0
+    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def side_by_side(core: Pyrite, query: str, rounds: int) -> dict[str, Any]:
@@ -91,9 +74,9 @@ def side_by_side(core: Pyrite, query: str, rounds: int) -> dict[str, Any]:
             times[kb].append(cpu_timed(lambda: core.search.search(query, kb=kb, mode="keyword")))
     out: dict[str, Any] = {"query": query}
     for kb, values in times.items():
-        wall = sorted(v[0] for v in values)
-        out[kb] = {"median_ms": round(statistics.median(wall), 3), "p90_ms": round(wall[int(len(wall) * 0.9)], 3),
-                   "cpu_median_ms": round(statistics.median(v[1] for v in values), 3)}
+        wall = [v[0] * 1000 for v in values]
+        out[kb] = {"median_ms": round(statistics.median(wall), 3), "p90_ms": round(percentile(wall, 90), 3),
+                   "cpu_median_ms": round(statistics.median(v[1] * 1000 for v in values), 3)}
     out["ratio"] = round(out["big"]["median_ms"] / out["small"]["median_ms"], 2)
     out["cpu_ratio"] = round(out["big"]["cpu_median_ms"] / out["small"]["cpu_median_ms"], 2)
     return out
@@ -103,7 +86,7 @@ def old_style(core: Pyrite, query: str, kb: str, rounds: int) -> float:
     """Median ms of the work search did before passages for this entry: snippet() over it and its whole body."""
     sql = ("SELECT e.body, snippet(entries_fts, -1, '**', '**', '…', 16) FROM entries_fts "
            "CROSS JOIN entries e ON e.rowid = entries_fts.rowid WHERE entries_fts MATCH ? AND e.kb = ?")
-    return statistics.median(timed(lambda: core.db.query(sql, (f'"{query}"', kb))) for _ in range(rounds))
+    return statistics.median(timed(lambda: core.db.query(sql, (f'"{query}"', kb)))[0] * 1000 for _ in range(rounds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", action="store_true", help="also time the pre-passages snippet (rare word)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="pyrite-bench-search-"))
-    try:
-        core = Pyrite(load_settings(tmp / "home", embed_provider="none"))
+    with benchlib.scratch("pyrite-bench-search-") as tmp:
+        core = benchlib.open_core(tmp / "home", embed_provider="none")
         write_kb(core, tmp, "small", body_of(args.small, seed=1))
         write_kb(core, tmp, "big", body_of(args.big, seed=2))
         common = corpus.COMMON_WORDS[0]
@@ -126,21 +108,18 @@ def main(argv: list[str] | None = None) -> int:
                                    "sizes": {"small": args.small, "big": args.big}, "rounds": args.rounds,
                                    "searches": results}
         print(f"\nload average {figures['load_average']:.1f}; {args.rounds} rounds per query\n")
-        print("| query | 10 KB median / p90 ms | 10 MB median / p90 ms | ratio | CPU median ms 10 KB / 10 MB | CPU ratio |")
-        print("|---|---|---|---|---|---|")
-        for r in results:
-            print(f"| `{r['query']}` | {r['small']['median_ms']} / {r['small']['p90_ms']} | "
-                  f"{r['big']['median_ms']} / {r['big']['p90_ms']} | **{r['ratio']}x** | "
-                  f"{r['small']['cpu_median_ms']} / {r['big']['cpu_median_ms']} | {r['cpu_ratio']}x |")
+        print(md_table(["query", "10 KB median / p90 ms", "10 MB median / p90 ms", "ratio",
+                        "CPU median ms 10 KB / 10 MB", "CPU ratio"],
+                       [[f"`{r['query']}`", f"{r['small']['median_ms']} / {r['small']['p90_ms']}",
+                         f"{r['big']['median_ms']} / {r['big']['p90_ms']}", f"**{r['ratio']}x**",
+                         f"{r['small']['cpu_median_ms']} / {r['big']['cpu_median_ms']}", f"{r['cpu_ratio']}x"]
+                        for r in results]))
         if args.old:
             figures["old_style_ms"] = {kb: round(old_style(core, RARE, kb, 5), 2) for kb in ("small", "big")}
             print(f"\nbefore passages, snippet() + body of the entry alone, `{RARE}`: "
                   f"10 KB {figures['old_style_ms']['small']} ms, 10 MB {figures['old_style_ms']['big']} ms")
         core.close()
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    benchlib.write_json(args.json, figures)
     return 0
 
 

@@ -43,13 +43,10 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,90 +56,27 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from bench_core import child_env, machine_info, pyrite_argv, run_cli, summary_ms  # noqa: E402
+import benchlib
+from benchlib import log, run_cli, summary_ms
+from corpus import Prose, write_kb_files
 
 KB = "bench"
 READY_TIMEOUT_S = 180.0
-
-# --------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------
 
 
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
+def cell(v: Any) -> str:
+    """This report's table cells: floats with 2 decimals under 100, none above."""
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-        return str(v)
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class Words:
-    """Seeded pronounceable made-up words, Zipf-distributed (prose-like text for the model)."""
-
-    ONSETS = ["", "b", "br", "c", "ch", "d", "dr", "f", "g", "gl", "h", "j", "k", "l", "m", "n", "p", "pr",
-              "qu", "r", "s", "sh", "st", "t", "th", "tr", "v", "w", "z"]
-    VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou", "y"]
-    CODAS = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "ng"]
-
-    def __init__(self, seed: int = 7, size: int = 6000) -> None:
-        self.rng = random.Random(seed)
-        seen: set[str] = set()
-        vocab: list[str] = []
-        while len(vocab) < size:
-            word = "".join(self.rng.choice(self.ONSETS) + self.rng.choice(self.VOWELS) + self.rng.choice(self.CODAS)
-                           for _ in range(self.rng.choice((1, 2, 2, 3))))
-            if len(word) > 1 and word not in seen:
-                seen.add(word)
-                vocab.append(word)
-        self.vocab = vocab
-        total, self.cum = 0.0, []
-        for rank in range(size):
-            total += 1.0 / (rank + 1) ** 0.9
-            self.cum.append(total)
-
-    def words(self, k: int) -> list[str]:
-        return self.rng.choices(self.vocab, cum_weights=self.cum, k=k)
-
-    def text(self, approx_bytes: int) -> str:
-        paras, size = [], 0
-        while size < approx_bytes:
-            sents = []
-            for _ in range(self.rng.randint(2, 5)):
-                ws = self.words(self.rng.randint(6, 18))
-                sents.append(ws[0].capitalize() + " " + " ".join(ws[1:]) + ".")
-            para = " ".join(sents)
-            paras.append(para)
-            size += len(para) + 2
-        return "\n\n".join(paras)
-
-    def title(self, tag: str) -> str:
-        return " ".join(w.capitalize() for w in self.words(3)) + f" {tag}"
-
-
-def write_kb_files(folder: Path, n: int, *, body_bytes: int, seed: int) -> None:
-    words = Words(seed=seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        entry_id = f"note-{i:06d}"
-        tags = words.words(2)
-        text = (f"---\nid: {entry_id}\ntitle: {words.title(str(i))}\ntype: note\ntags:\n- {tags[0]}\n- {tags[1]}\n"
-                f"created: '2024-01-01T00:00:00Z'\nupdated: '2024-01-01T00:00:00Z'\n---\n\n"
-                f"{words.text(body_bytes)}\n")
-        (folder / f"{entry_id}.md").write_text(text, encoding="utf-8")
+    return benchlib.md_table(headers, rows, cell=cell)
 
 
 def free_port() -> int:
@@ -181,10 +115,10 @@ class Server:
 
     def start(self) -> None:
         self.port = free_port()
-        argv = pyrite_argv("serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level)
+        argv = benchlib.pyrite_argv("serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level)
         if not self.worker:
             argv.append("--no-worker")
-        env = child_env(self.home, PYRITE_EMBED_PROVIDER=self.provider)
+        env = benchlib.child_env(self.home, PYRITE_EMBED_PROVIDER=self.provider)
         self._log = open(self.log_path, "wb")
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -213,12 +147,7 @@ class Server:
         if self.proc is None:
             return self.stop_info
         t0 = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code = benchlib.stop_process(self.proc, timeout=40)
         self.stop_info = {"exit_code": code, "stop_s": round(time.perf_counter() - t0, 3)}
         self.proc = None
         self._log.close()
@@ -312,7 +241,7 @@ class Writer:
     """Generates entry payloads with unique titles."""
 
     def __init__(self, seed: int, body_bytes: int) -> None:
-        self.words = Words(seed=seed)
+        self.words = Prose(seed=seed, english=False)
         self.body_bytes = body_bytes
         self.n = 0
 
@@ -356,9 +285,9 @@ def prefill_home(tmp: Path, name: str, args: argparse.Namespace, seed: int) -> d
     """A home with KB `bench` of args.entries generated files, indexed by the CLI with embedding off."""
     home, folder = tmp / name, tmp / f"{name}-files"
     t0 = time.perf_counter()
-    write_kb_files(folder, args.entries, body_bytes=args.body_bytes, seed=seed)
+    write_kb_files(folder, args.entries, Prose(seed=seed, english=False), body_bytes=args.body_bytes)
     gen_s = time.perf_counter() - t0
-    env = child_env(home, PYRITE_EMBED_PROVIDER=args.prefill_provider)
+    env = benchlib.child_env(home, PYRITE_EMBED_PROVIDER=args.prefill_provider)
     create_s, out = run_cli(["kb", "create", KB, "--path", str(folder), "--format", "json"], env)
     info = json.loads(out)
     entries = info["index"]["added"]
@@ -737,15 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = ap.parse_args(argv)
 
-    tmp = Path(tempfile.mkdtemp(prefix="pyrite-bench-server-", dir=args.tmp))
     started = time.perf_counter()
-    try:
+    with benchlib.scratch("pyrite-bench-server-", args.tmp, keep=args.keep) as tmp:
         result = asyncio.run(run(tmp, args))
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     lat, thr, ev = result["latency"], result["throughput"], result["events"]
     stops = result.get("stop", {})
     targets = {
@@ -760,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embed_complete_delivery_median_under_50ms": ev["embed_complete_commit_to_arrival"]["median_ms"] < 50.0,
         "exit_status_0_after_sigterm": bool(stops) and all(s.get("exit_code") == 0 for s in stops.values()),
     }
-    data = {"benchmark": "bench_server", "machine": machine_info(), "args": vars(args),
+    data = {"benchmark": "bench_server", "machine": benchlib.machine_info(), "args": vars(args),
             "seconds": round(time.perf_counter() - started, 1), **result, "targets": targets}
     print(report(data, args))
     print("\n## Targets\n")
@@ -770,10 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{NAMES[k]} exit {s.get('exit_code')} in {s.get('stop_s')}s" for k, s in stops.items()))
     if any(result["server_log_errors"].values()):
         print(f"server log errors: {result['server_log_errors']}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"\nJSON written to {args.json}")
+    benchlib.write_json(args.json, data)
     return 0
 
 

@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import benchlib
+import corpus
+from benchlib import log, percentile, run_cli
 
-import corpus  # noqa: E402
-
+benchlib.use_repo()
 from pyrite.names import title_file_name, with_suffix  # noqa: E402
 
 AREAS = ["Projects", "Área de trabajo", "Заметки", "日記", "Reading list", "Ideas & drafts", "Μαθήματα",
@@ -100,29 +94,18 @@ def write_vault(n: int, out: Path, seed: int = 0) -> dict[str, Any]:
             "write_s": round(time.perf_counter() - t0, 1)}
 
 
-def child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYRITE_")}
-    env.update(PYRITE_HOME=str(home), PYRITE_EMBED_PROVIDER="hash")
-    return env
-
-
 def cli(env: dict[str, str], *args: str) -> tuple[float, dict[str, Any]]:
-    """Run the CLI; return (wall seconds, its JSON output)."""
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pyrite", *args, "--format", "json"], env=env,
-                          capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"pyrite {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return wall, json.loads(done.stdout)
+    """Run the CLI with --format json; return (wall seconds, its JSON output)."""
+    wall, out = run_cli([*args, "--format", "json"], env)
+    return wall, json.loads(out)
 
 
 def build_and_sync(home: Path, kb: str, folder: Path, n: int, names: str) -> dict[str, Any]:
-    env = child_env(home)
     # Registered without indexing (the core, not `kb create`, which would build at once), then built by the CLI.
-    code = ("import sys; from pyrite.config import load_settings; from pyrite.core import Pyrite; "
-            "p = Pyrite(load_settings()); p.kbs.create_kb(sys.argv[1], sys.argv[2], names=sys.argv[3]); p.close()")
-    subprocess.run([sys.executable, "-c", code, kb, str(folder), names], env=env, check=True, cwd=ROOT)
+    core = benchlib.open_core(home, embed_provider="hash")
+    core.kbs.create_kb(kb, str(folder), names=names)
+    core.close()
+    env = benchlib.child_env(home, PYRITE_EMBED_PROVIDER="hash")
     wall, report = cli(env, "index", "build", "--kb", kb, "--no-embed")
     index = report["reports"][0]
     if index["added"] != n or index["errors"]:
@@ -134,12 +117,8 @@ def build_and_sync(home: Path, kb: str, folder: Path, n: int, names: str) -> dic
 
 def create_latency(home: Path, sizes: list[int], creates: int, tmp: Path) -> dict[str, Any]:
     """Median and p90 create latency (ms) in vault KBs of the given sizes, folders chosen at random."""
-    os.environ.update(child_env(home))
-    from pyrite.config import load_settings
-    from pyrite.core import Pyrite
-
     out: dict[str, Any] = {}
-    core = Pyrite(load_settings())
+    core = benchlib.open_core(home, embed_provider="hash")
     try:
         for size in sizes:
             kb = f"lat{size}"
@@ -161,9 +140,8 @@ def create_latency(home: Path, sizes: list[int], creates: int, tmp: Path) -> dic
                                       folder=folder_of(rng.randrange(size)), embed=False)
                 times[size].append((time.perf_counter() - t0) * 1000)
         for size in sizes:
-            got = sorted(times[size])
-            out[str(size)] = {"median_ms": round(statistics.median(got), 3),
-                              "p90_ms": round(got[int(len(got) * 0.9)], 3), "creates": creates}
+            out[str(size)] = {"median_ms": round(statistics.median(times[size]), 3),
+                              "p90_ms": round(percentile(times[size], 90), 3), "creates": creates}
     finally:
         core.close()
     small, large = (out[str(s)]["median_ms"] for s in sizes)
@@ -179,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--creates", type=int, default=200, help="timed creates per KB")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="pyrite-bench-vault-"))
-    try:
+    with benchlib.scratch("pyrite-bench-vault-") as tmp:
         home = tmp / "home"
         results: dict[str, Any] = {"size": args.size}
         flat, vault = tmp / "flat", tmp / "vault"
@@ -188,17 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         corpus.write_corpus(args.size, flat, check=0)
         results["flat_write_s"] = round(time.perf_counter() - t0, 1)
         results["vault_files"] = write_vault(args.size, vault)
-        print(f"wrote {args.size} flat and {args.size} nested files", file=sys.stderr)
+        log(f"wrote {args.size} flat and {args.size} nested files")
         results["flat_slug"] = build_and_sync(home, "flat", flat, args.size, "slug")
-        print(f"flat: {results['flat_slug']}", file=sys.stderr)
+        log(f"flat: {results['flat_slug']}")
         results["nested_vault"] = build_and_sync(home, "vault", vault, args.size, "title")
-        print(f"vault: {results['nested_vault']}", file=sys.stderr)
+        log(f"vault: {results['nested_vault']}")
         results["create_latency"] = create_latency(tmp / "home2", [args.small, args.large], args.creates, tmp)
-        print(json.dumps(results, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    benchlib.write_json(args.json, results)
     return 0
 
 

