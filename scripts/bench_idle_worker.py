@@ -6,6 +6,9 @@ whose entries are all embedded, for ``--seconds`` each. Write transactions are c
 ``Database.write`` (every ``BEGIN IMMEDIATE`` in pyrite goes through it: claims, heartbeats,
 maintenance); CPU is this process's user+system time over the window, against the wall time.
 
+Beside it, what the loop itself costs when busy: the seconds a worker (``until_empty``) takes to drain
+``--drain`` queued entries with the hash embedder, whose embedding is nearly free.
+
     .venv/bin/python scripts/bench_idle_worker.py --seconds 20 --json /tmp/idle.json
 """
 
@@ -83,15 +86,34 @@ def measure(home: Path, concurrency: int, seconds: float) -> dict[str, float]:
         core.close()
 
 
+def drain(home: Path, concurrency: int, entries: int) -> float:
+    """Seconds an until_empty worker takes to embed `entries` queued entries with the hash embedder."""
+    core = benchlib.open_core(home, embed_provider="hash", embed_concurrency=concurrency, kb_names="slug")
+    try:
+        core.kbs.create_kb("drain")
+        for i in range(entries):
+            core.kbs.create_entry("drain", title=f"note {i}", body=f"body {i} " * 30, embed=False)
+        worker = EmbeddingWorker(core.embedding, kind="bench", until_empty=True)
+        started = time.perf_counter()
+        done = asyncio.run(worker.process_queue()).done
+        assert done == entries, (done, entries)
+        return round(time.perf_counter() - started, 3)
+    finally:
+        core.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--drain", type=int, default=3000, help="entries drained to time the busy loop")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = []
     with benchlib.scratch("pyrite-idle-") as tmp:
         for concurrency in (1, 4):
             results.append(measure(tmp / f"home{concurrency}", concurrency, args.seconds))
+            results[-1]["drain_entries"] = args.drain
+            results[-1]["drain_s"] = drain(tmp / f"drain{concurrency}", concurrency, args.drain)
             print(json.dumps(results[-1]))
     benchlib.write_json(args.json, results, announce=False)
 

@@ -97,10 +97,11 @@ def test_bench_embedding_with_the_local_model(tmp_path: Path) -> None:
 
 
 def test_bench_idle_worker(tmp_path: Path) -> None:
-    runs = run_script("bench_idle_worker", tmp_path, "--seconds", "0.3")
+    runs = run_script("bench_idle_worker", tmp_path, "--seconds", "0.3", "--drain", "30")
     assert [r["concurrency"] for r in runs] == [1, 4]
     for r in runs:
         assert r["seconds"] > 0 and r["write_tx"] >= 0 and r["write_tx_per_s"] >= 0 and r["cpu_percent"] >= 0
+        assert r["drain_entries"] == 30 and r["drain_s"] > 0
 
 
 def test_bench_remote_against_a_local_fake_provider(tmp_path: Path) -> None:
